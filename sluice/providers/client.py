@@ -1,0 +1,70 @@
+"""Runs one call against one deployment: adapter on each side of a pooled HTTP exchange."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import orjson
+
+from sluice.providers.base import ProviderAdapter, Upstream
+from sluice.providers.http import HttpPool, Timeouts, read_sse
+from sluice.schema import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, GatewayError
+
+
+class ProviderClient:
+    """A deployment's adapter, address and timeouts bound to the shared connection pool."""
+
+    __slots__ = ("adapter", "upstream", "pool", "timeouts")
+
+    def __init__(self, adapter: ProviderAdapter, upstream: Upstream, pool: HttpPool, timeouts: Timeouts) -> None:
+        self.adapter = adapter
+        self.upstream = upstream
+        self.pool = pool
+        self.timeouts = timeouts
+
+    async def chat(self, req: ChatRequest) -> ChatResponse:
+        wire = self.adapter.chat_request(req, self.upstream)
+        resp = await self.pool.send(self.upstream.provider, wire, self.timeouts)
+        if resp.status >= 400:
+            raise self._error(resp.status, resp.body, resp.headers)
+        return self.adapter.chat_response(_json(resp.body, self.upstream.provider), req, self.upstream)
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Yield canonical chunks; closing the iterator closes the upstream connection."""
+        wire = self.adapter.chat_request(req, self.upstream)
+        resp, failed = await self.pool.open_stream(self.upstream.provider, wire, self.timeouts)
+        if failed is not None:
+            raise self._error(failed.status, failed.body, failed.headers)
+        decoder = self.adapter.stream_decoder(req, self.upstream)
+        try:
+            async for event in read_sse(resp, self.timeouts.idle, self.upstream.provider):
+                for chunk in decoder.feed(event):
+                    yield chunk
+            for chunk in decoder.finish():
+                yield chunk
+        finally:
+            # Releasing an unfinished response closes its connection: the upstream sees the
+            # client go away and stops generating.
+            resp.close()
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        wire = self.adapter.embeddings_request(req, self.upstream)
+        resp = await self.pool.send(self.upstream.provider, wire, self.timeouts)
+        if resp.status >= 400:
+            raise self._error(resp.status, resp.body, resp.headers)
+        return self.adapter.embeddings_response(_json(resp.body, self.upstream.provider), req, self.upstream)
+
+    def _error(self, status: int, body: bytes, headers) -> GatewayError:
+        err = self.adapter.error(status, body, headers)
+        err.provider = self.upstream.provider
+        return err
+
+
+def _json(body: bytes, provider: str):
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(
+            "upstream_unavailable", f"upstream '{provider}' sent a response that is not JSON", status=502,
+            provider=provider,
+        ) from exc

@@ -1,0 +1,180 @@
+"""One pooled aiohttp client per provider, and the SSE reader every streaming adapter uses."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Mapping
+
+import aiohttp
+import orjson
+
+from sluice.providers.base import SSEEvent, WireRequest
+from sluice.schema import GatewayError
+
+
+class Timeouts:
+    """Per-deployment limits, in seconds. ``idle`` is the longest gap between stream chunks."""
+
+    __slots__ = ("connect", "total", "first_token", "idle")
+
+    def __init__(
+        self,
+        connect: float = 10.0,
+        total: float = 600.0,
+        first_token: float | None = None,
+        idle: float | None = 120.0,
+    ) -> None:
+        self.connect = connect
+        self.total = total
+        self.first_token = first_token
+        self.idle = idle
+
+
+class UpstreamResponse:
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class HttpPool:
+    """Owns one ``aiohttp.ClientSession`` per provider name, created lazily in the running loop."""
+
+    def __init__(self, limit_per_host: int = 0) -> None:
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._limit_per_host = limit_per_host
+
+    def session(self, provider: str) -> aiohttp.ClientSession:
+        s = self._sessions.get(provider)
+        if s is None or s.closed:
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=self._limit_per_host, ttl_dns_cache=300, enable_cleanup_closed=True
+            )
+            s = aiohttp.ClientSession(
+                connector=connector,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+                read_bufsize=2**20,  # long SSE lines (large tool arguments) must not overflow
+            )
+            self._sessions[provider] = s
+        return s
+
+    async def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for s in sessions:
+            await s.close()
+
+    async def send(self, provider: str, wire: WireRequest, timeouts: Timeouts) -> UpstreamResponse:
+        """Send and read the whole body (non-streaming calls and error bodies)."""
+        session = self.session(provider)
+        try:
+            async with session.request(
+                wire.method,
+                wire.url,
+                data=_body(wire),
+                headers=_headers(wire),
+                timeout=aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect),
+            ) as resp:
+                body = await resp.read()
+                return UpstreamResponse(resp.status, resp.headers, body)
+        except asyncio.TimeoutError as exc:
+            raise GatewayError("timeout", f"upstream '{provider}' timed out", status=504, provider=provider) from exc
+        except aiohttp.ClientError as exc:
+            raise _connection_error(provider, exc) from exc
+
+    async def open_stream(
+        self, provider: str, wire: WireRequest, timeouts: Timeouts
+    ) -> tuple[aiohttp.ClientResponse, UpstreamResponse | None]:
+        """Start a streaming request. Returns the open response, or the full error response."""
+        session = self.session(provider)
+        try:
+            resp = await asyncio.wait_for(
+                session.request(
+                    wire.method,
+                    wire.url,
+                    data=_body(wire),
+                    headers=_headers(wire),
+                    timeout=aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect),
+                ),
+                timeout=timeouts.first_token or timeouts.total,
+            )
+        except asyncio.TimeoutError as exc:
+            raise GatewayError("timeout", f"upstream '{provider}' timed out", status=504, provider=provider) from exc
+        except aiohttp.ClientError as exc:
+            raise _connection_error(provider, exc) from exc
+        if resp.status >= 400:
+            try:
+                body = await resp.read()
+            finally:
+                resp.release()
+            return resp, UpstreamResponse(resp.status, resp.headers, body)
+        return resp, None
+
+
+def _body(wire: WireRequest) -> bytes | None:
+    return None if wire.body is None else orjson.dumps(wire.body)
+
+
+def _headers(wire: WireRequest) -> dict[str, str]:
+    if wire.body is None:
+        return wire.headers
+    return {"content-type": "application/json", **wire.headers}
+
+
+def _connection_error(provider: str, exc: Exception) -> GatewayError:
+    # The exception text can carry the URL; keep only the class name so no secret in a
+    # query string (Gemini's ?key=) can leak into a client-visible message.
+    return GatewayError(
+        "upstream_unavailable",
+        f"could not reach upstream '{provider}' ({type(exc).__name__})",
+        status=502,
+        provider=provider,
+    )
+
+
+async def read_sse(resp: aiohttp.ClientResponse, idle_timeout: float | None, provider: str) -> AsyncIterator[SSEEvent]:
+    """Parse a text/event-stream body into events, enforcing the idle gap between chunks.
+
+    Also accepts newline-delimited JSON (no ``data:`` prefix), which some OpenAI-compatible
+    servers send on error paths.
+    """
+    content = resp.content
+    event: str | None = None
+    data_lines: list[str] = []
+    while True:
+        try:
+            if idle_timeout:
+                raw = await asyncio.wait_for(content.readline(), idle_timeout)
+            else:
+                raw = await content.readline()
+        except asyncio.TimeoutError as exc:
+            raise GatewayError(
+                "timeout", f"upstream '{provider}' stalled mid-stream", status=504, provider=provider
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise GatewayError(
+                "upstream_unavailable", f"upstream '{provider}' stream broke ({type(exc).__name__})",
+                status=502, provider=provider,
+            ) from exc
+        if not raw:
+            if data_lines:
+                yield SSEEvent(data="\n".join(data_lines), event=event)
+            return
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data_lines:
+                yield SSEEvent(data="\n".join(data_lines), event=event)
+            event, data_lines = None, []
+            continue
+        if line.startswith("data:"):
+            data_lines.append(line[6:] if line.startswith("data: ") else line[5:])
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith(":"):
+            continue  # comment / keep-alive
+        elif line.startswith("{") and not data_lines:
+            yield SSEEvent(data=line, event=event)
+        # "id:" and "retry:" fields carry nothing a decoder needs.
