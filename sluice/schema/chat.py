@@ -104,6 +104,10 @@ class ChatRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     include_usage: bool = False
     # Provider-specific parameters passed through untouched to the wire request.
     extra: dict[str, Any] | None = None
+    # The dialect family ``extra`` was written for ("openai", "anthropic", ...). None means
+    # "for whatever provider serves the call" (set from deployment config). Parameters meant
+    # for one family are dropped before a call to another, never sent where they mean nothing.
+    extra_dialect: str | None = None
 
     def system_text(self) -> str:
         return "\n\n".join(m.text() for m in self.messages if m.role == "system")

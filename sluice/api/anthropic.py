@@ -1,0 +1,89 @@
+"""Anthropic-compatible routes: /v1/messages (JSON and SSE) and /v1/messages/count_tokens."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sluice.api import anthropic_dialect as dialect
+from sluice.api.http import JSONResponse, SSEResponse, bearer_token, error_response, read_json, request_id, route_headers
+from sluice.gateway import Call, Gateway
+from sluice.schema import ChatChunk, GatewayError
+
+log = logging.getLogger("sluice.api")
+
+
+def _render_error(err: GatewayError):
+    return dialect.render_error(err)
+
+
+class AnthropicRoutes:
+    def __init__(self, gateway: Gateway, max_body_bytes: int) -> None:
+        self.gateway = gateway
+        self.max_body = max_body_bytes
+
+    def _call(self, request: Request) -> Call:
+        credential = request.headers.get("x-api-key") or bearer_token(request)
+        return Call(request_id=request_id(request.scope), dialect="anthropic", credential=credential)
+
+    async def messages(self, request: Request) -> Response:
+        call = self._call(request)
+        try:
+            req = dialect.parse_request(await read_json(request, self.max_body))
+            if req.stream:
+                stream = await self.gateway.stream(call, req)
+                return SSEResponse(_encode(stream, req.model, call), headers=route_headers(call.route))
+            resp = await self.gateway.chat(call, req)
+            return JSONResponse(dialect.render_response(resp, req.model), headers=route_headers(call.route))
+        except GatewayError as err:
+            return error_response(err, _render_error, route_headers(call.route))
+        except Exception:  # noqa: BLE001 - a client never sees a stack trace
+            log.exception("unhandled error", extra={"request_id": call.request_id})
+            return error_response(GatewayError("server_error", "Internal gateway error."), _render_error)
+
+    async def count_tokens(self, request: Request) -> Response:
+        """An estimate (about four characters a token), so clients that budget context keep working.
+
+        Exact counts need each provider's tokenizer; the estimate errs on the high side for
+        English text, which is the safe side for a context-window check.
+        """
+        call = self._call(request)
+        try:
+            body = await read_json(request, self.max_body)
+            if isinstance(body, dict) and "max_tokens" not in body:
+                body = {**body, "max_tokens": 1}  # count_tokens does not take max_tokens
+            req = dialect.parse_request(body)
+            self.gateway.get_model(call, req.model)
+        except GatewayError as err:
+            return error_response(err, _render_error)
+        chars = sum(len(orjson.dumps(m)) for m in req.messages) + sum(
+            len(orjson.dumps(t)) for t in (req.tools or ())
+        )
+        return JSONResponse({"input_tokens": max(1, math.ceil(chars / 4))})
+
+
+async def _encode(stream: AsyncIterator[ChatChunk], model: str, call: Call) -> AsyncIterator[bytes]:
+    encoder = dialect.StreamEncoder(f"msg_{uuid.uuid4().hex[:24]}", model)
+    failed = True
+    try:
+        async for chunk in stream:
+            data = encoder.encode(chunk)
+            if data:
+                yield data
+        failed = False
+    except GatewayError as err:
+        log.warning("stream failed mid-way: %s", err.message, extra={"request_id": call.request_id})
+        yield encoder.error(err)
+    except Exception:  # noqa: BLE001
+        log.exception("stream failed mid-way", extra={"request_id": call.request_id})
+        yield encoder.error(GatewayError("server_error", "Internal gateway error."))
+    finally:
+        await stream.aclose()
+    if not failed:
+        yield encoder.close()

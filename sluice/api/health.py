@@ -1,0 +1,17 @@
+"""Liveness and readiness probes for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sluice.api.http import JSONResponse
+
+
+async def liveness(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readiness(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    return JSONResponse({"status": "ready", "models": len(gateway.router.groups)})

@@ -1,0 +1,131 @@
+"""Small HTTP helpers shared by the dialect routes: JSON in, JSON or SSE out, request ids."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, AsyncIterator, Callable
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from sluice.schema import GatewayError
+
+REQUEST_ID_KEY = "sluice.request_id"
+
+
+def request_id(scope: Scope) -> str:
+    return scope.get(REQUEST_ID_KEY) or uuid.uuid4().hex
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise GatewayError("payload_too_large", f"Request body is larger than {max_bytes} bytes.")
+    body = await request.body()
+    if len(body) > max_bytes:
+        raise GatewayError("payload_too_large", f"Request body is larger than {max_bytes} bytes.")
+    if not body:
+        raise GatewayError("invalid_request", "The request body is empty; expected a JSON object.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise GatewayError("invalid_request", "The request body is not valid JSON.") from None
+
+
+def bearer_token(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class SSEResponse(Response):
+    """Streams pre-encoded SSE bytes; a client disconnect cancels the producer at once.
+
+    The producer is an async iterator over an upstream stream: cancelling it and calling
+    ``aclose`` closes the upstream connection, so the provider stops generating (and billing).
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[bytes], headers: dict[str, str] | None = None,
+                 on_close: Callable[[bool], None] | None = None) -> None:
+        self.body_iterator = content
+        self.status_code = 200
+        self.background = None
+        self.on_close = on_close
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        disconnected = False
+        producer = asyncio.ensure_future(self._produce(send))
+        listener = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait((producer, listener), return_when=asyncio.FIRST_COMPLETED)
+            if listener in done:
+                disconnected = True
+                producer.cancel()
+            else:
+                listener.cancel()
+            try:
+                await producer
+            except (asyncio.CancelledError, OSError):
+                disconnected = True
+        finally:
+            if not producer.done():
+                producer.cancel()
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # noqa: BLE001 - closing must not mask the response outcome
+                    pass
+            if self.on_close is not None:
+                self.on_close(disconnected)
+
+    async def _produce(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def route_headers(route) -> dict[str, str]:
+    """Transparency headers: which deployment answered and after how many attempts."""
+    headers: dict[str, str] = {}
+    if route.deployment:
+        headers["x-sluice-deployment"] = route.deployment
+    if route.attempts:
+        headers["x-sluice-attempts"] = str(route.attempts)
+    if route.attempts > 1:
+        headers["x-sluice-fallback"] = route.deployment or ""
+    return headers
+
+
+def error_response(err: GatewayError, render: Callable[[GatewayError], tuple[int, Any]],
+                   extra_headers: dict[str, str] | None = None) -> JSONResponse:
+    status, body = render(err)
+    headers = dict(extra_headers or {})
+    if err.retry_after is not None:
+        headers["retry-after"] = str(max(0, int(err.retry_after + 0.999)))
+    return JSONResponse(body, status_code=status, headers=headers)

@@ -1,0 +1,77 @@
+"""Request ids and the JSON-lines access log, as one plain ASGI middleware (cheap on the hot path)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sluice.api.http import REQUEST_ID_KEY
+
+access_log = logging.getLogger("sluice.access")
+_VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, access_log_enabled: bool = True) -> None:
+        self.app = app
+        self.log = access_log_enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                # Propagate the caller's id only if it is a sane token (it ends up in logs).
+                if _VALID_ID.match(value):
+                    rid = value.decode()
+                break
+        if rid is None:
+            rid = uuid.uuid4().hex
+        scope[REQUEST_ID_KEY] = rid
+        rid_header = (b"x-request-id", rid.encode())
+        started = time.perf_counter()
+        status = 0
+        headers_out: list = []
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, headers_out
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers_out = list(message.get("headers", ()))
+                headers_out.append(rid_header)
+                message["headers"] = headers_out
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if self.log:
+                self._log(scope, rid, status, started, headers_out)
+
+    def _log(self, scope: Scope, rid: str, status: int, started: float, headers: list) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        entry = {
+            "ts": round(time.time(), 3),
+            "request_id": rid,
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        for name, value in headers:
+            if name == b"x-sluice-deployment":
+                entry["deployment"] = value.decode()
+            elif name == b"x-sluice-attempts":
+                entry["attempts"] = int(value)
+        client = scope.get("client")
+        if client:
+            entry["client"] = client[0]
+        access_log.info(orjson.dumps(entry).decode())

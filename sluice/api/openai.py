@@ -1,0 +1,107 @@
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/embeddings, /v1/models."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sluice.api import openai_dialect as dialect
+from sluice.api.http import (
+    JSONResponse,
+    SSEResponse,
+    bearer_token,
+    error_response,
+    read_json,
+    request_id,
+    route_headers,
+)
+from sluice.gateway import Call, Gateway
+from sluice.schema import ChatChunk, GatewayError
+
+log = logging.getLogger("sluice.api")
+
+
+class OpenAIRoutes:
+    def __init__(self, gateway: Gateway, max_body_bytes: int) -> None:
+        self.gateway = gateway
+        self.max_body = max_body_bytes
+
+    def _call(self, request: Request) -> Call:
+        return Call(request_id=request_id(request.scope), dialect="openai", credential=bearer_token(request))
+
+    async def chat_completions(self, request: Request) -> Response:
+        call = self._call(request)
+        try:
+            req = dialect.parse_chat_request(await read_json(request, self.max_body))
+            if req.stream:
+                stream = await self.gateway.stream(call, req)
+                return SSEResponse(_encode(stream, req.model, req.include_usage, call), headers=route_headers(call.route))
+            resp = await self.gateway.chat(call, req)
+            return JSONResponse(dialect.render_chat_response(resp, req.model), headers=route_headers(call.route))
+        except GatewayError as err:
+            return error_response(err, dialect.render_error, route_headers(call.route))
+        except Exception:  # noqa: BLE001 - a client never sees a stack trace
+            log.exception("unhandled error", extra={"request_id": call.request_id})
+            return error_response(GatewayError("server_error", "Internal gateway error."), dialect.render_error)
+
+    async def embeddings(self, request: Request) -> Response:
+        call = self._call(request)
+        try:
+            req = dialect.parse_embeddings_request(await read_json(request, self.max_body))
+            resp = await self.gateway.embed(call, req)
+            return JSONResponse(dialect.render_embeddings(resp, req.model, req.encoding_format),
+                                headers=route_headers(call.route))
+        except GatewayError as err:
+            return error_response(err, dialect.render_error, route_headers(call.route))
+        except Exception:  # noqa: BLE001
+            log.exception("unhandled error", extra={"request_id": call.request_id})
+            return error_response(GatewayError("server_error", "Internal gateway error."), dialect.render_error)
+
+    async def list_models(self, request: Request) -> Response:
+        call = self._call(request)
+        try:
+            groups = self.gateway.list_models(call)
+        except GatewayError as err:
+            return error_response(err, dialect.render_error)
+        return JSONResponse({"object": "list", "data": [_model(g) for g in groups]})
+
+    async def get_model(self, request: Request) -> Response:
+        call = self._call(request)
+        try:
+            group = self.gateway.get_model(call, request.path_params["model"])
+        except GatewayError as err:
+            return error_response(err, dialect.render_error)
+        return JSONResponse(_model(group))
+
+
+_CREATED = int(time.time())
+
+
+def _model(group) -> dict:
+    return {"id": group.alias, "object": "model", "created": _CREATED, "owned_by": group.owned_by}
+
+
+async def _encode(stream: AsyncIterator[ChatChunk], model: str, include_usage: bool, call: Call) -> AsyncIterator[bytes]:
+    encoder = dialect.ChunkEncoder(f"chatcmpl-{uuid.uuid4().hex[:24]}", model, include_usage)
+    failed = True
+    try:
+        async for chunk in stream:
+            data = encoder.encode(chunk)
+            if data:
+                yield data
+        failed = False
+    except GatewayError as err:
+        log.warning("stream failed mid-way: %s", err.message, extra={"request_id": call.request_id})
+        yield dialect.stream_error(err)
+    except Exception:  # noqa: BLE001
+        log.exception("stream failed mid-way", extra={"request_id": call.request_id})
+        yield dialect.stream_error(GatewayError("server_error", "Internal gateway error."))
+    finally:
+        await stream.aclose()
+    if not failed:  # a stream that ends without [DONE] tells clients it is incomplete
+        yield encoder.close()

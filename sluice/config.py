@@ -1,0 +1,267 @@
+"""The ``sluice.yaml`` schema: strict, with errors that name the key path and the nearest valid key.
+
+When no file is given, ``embedded_defaults()`` builds the configuration from the environment:
+providers from ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY`` / ``GEMINI_API_KEY``, a local Ollama
+when one answers, and otherwise a ``demo`` model served by the built-in emulator.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROVIDER_KINDS = (
+    "openai", "azure", "vllm", "ollama", "llamacpp", "mistral", "groq", "together", "deepseek", "openrouter",
+    "openai-compatible", "anthropic", "gemini", "tgi", "emulator",
+)
+ProviderKind = Literal[
+    "openai", "azure", "vllm", "ollama", "llamacpp", "mistral", "groq", "together", "deepseek", "openrouter",
+    "openai-compatible", "anthropic", "gemini", "tgi", "emulator",
+]
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person who wrote the file."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class TimeoutsConfig(Strict):
+    connect: float = Field(10.0, gt=0)
+    total: float = Field(600.0, gt=0)
+    first_token: float | None = Field(None, gt=0)
+    idle: float | None = Field(120.0, gt=0)
+
+
+class ProviderConfig(Strict):
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key: str | None = None
+    api_version: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> "ProviderConfig":
+        if self.kind in ("azure", "openai-compatible", "tgi") and not self.base_url:
+            raise ValueError(f"provider kind '{self.kind}' needs base_url")
+        if self.kind == "azure" and not self.api_version:
+            raise ValueError("provider kind 'azure' needs api_version (e.g. '2024-10-21')")
+        return self
+
+
+class DeploymentConfig(Strict):
+    provider: str
+    model: str  # upstream model name; "*" takes the name the client asked for (wildcard aliases)
+    weight: float = Field(1.0, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeouts: TimeoutsConfig | None = None
+    name: str | None = None  # shown in x-sluice-deployment; default "<provider>/<model>"
+
+
+class ModelConfig(Strict):
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+    description: str | None = None
+    # How many other deployments of the alias to try after a retryable failure before the first byte.
+    failover: bool = True
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=0, le=65535)
+    master_key: str | None = None
+    access_log: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    detect_ollama: bool = True
+
+
+class Config(Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    # Let clients name "<provider>/<upstream model>" directly without declaring an alias.
+    passthrough: bool = True
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, v: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"provider name '{name}' may use only letters, digits, '.', '_' and '-'")
+        return v
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in strings; an unset variable is an error at its path."""
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}.{i}") for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        def sub(m: re.Match) -> str:
+            value = os.environ.get(m.group(1))
+            if value is None:
+                if m.group(2) is not None:
+                    return m.group(2)
+                raise ConfigError(f"{path}: environment variable {m.group(1)} is not set")
+            return value
+
+        return _ENV_REF.sub(sub, node)
+    return node
+
+
+def _nearest(word: str, choices) -> str | None:
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    from typing import get_args, get_origin
+
+    origin = get_origin(annotation)
+    if origin is dict:
+        return _dict_value_model(annotation)
+    if origin in (list,):
+        return _inner_model(get_args(annotation)[0])
+    for arg in get_args(annotation) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def _dict_value_model(annotation: Any) -> Any:
+    from typing import get_args
+
+    args = get_args(annotation)
+    return _inner_model(args[1]) if len(args) == 2 else None
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = err["loc"]
+        path = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            owner = _owner_model(loc)
+            hint = _nearest(str(loc[-1]), owner.model_fields) if owner else None
+            msg = f"{path}: unknown key" + (f"; did you mean '{hint}'?" if hint else "")
+            if owner and not hint:
+                msg += f"; valid keys: {', '.join(owner.model_fields)}"
+        else:
+            msg = f"{path or '(top level)'}: {err['msg'].removeprefix('Value error, ')}"
+            if err["type"] == "literal_error" and loc and loc[-1] == "kind":
+                msg += f" (got {err.get('input')!r})"
+        lines.append(msg)
+    return "\n".join(lines)
+
+
+def _owner_model(loc: tuple) -> type[BaseModel] | None:
+    """Walk Config's fields along ``loc`` (skipping dict keys and list indexes) to the owner model."""
+    model: Any = Config
+    i = 0
+    parts = list(loc[:-1])
+    while i < len(parts):
+        part = parts[i]
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return None
+        annotation = fields[part].annotation
+        from typing import get_origin
+
+        origin = get_origin(annotation)
+        model = _inner_model(annotation)
+        if origin is dict or origin is list:
+            i += 1  # skip the dict key / list index that follows
+        i += 1
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def parse_config(raw: Any, source: str = "config") -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys (server, providers, models)")
+    raw = _interpolate(raw, "")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+    _check_references(config)
+    return config
+
+
+def _check_references(config: Config) -> None:
+    for alias, model in config.models.items():
+        for i, dep in enumerate(model.deployments):
+            if dep.provider not in config.providers:
+                hint = _nearest(dep.provider, config.providers)
+                declared = ", ".join(sorted(config.providers)) or "none"
+                raise ConfigError(
+                    f"models.{alias}.deployments.{i}.provider: unknown provider '{dep.provider}'"
+                    + (f"; did you mean '{hint}'?" if hint else f"; declared providers: {declared}")
+                )
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(raw, str(path))
+
+
+# ---- embedded defaults ------------------------------------------------------------------------
+
+# Model-name patterns each well-known provider serves when enabled from its environment key.
+_ENV_PROVIDERS = (
+    ("OPENAI_API_KEY", "openai", "openai", ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*", "text-embedding-*")),
+    ("ANTHROPIC_API_KEY", "anthropic", "anthropic", ("claude-*",)),
+    ("GEMINI_API_KEY", "gemini", "gemini", ("gemini-*", "gemma-*", "text-embedding-004")),
+)
+
+
+def embedded_defaults(env: dict[str, str] | None = None, ollama_models: list[str] | None = None) -> Config:
+    """Configuration from the environment alone: what ``sluice serve`` runs with no file."""
+    env = dict(os.environ) if env is None else env
+    providers: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    for var, name, kind, patterns in _ENV_PROVIDERS:
+        if env.get(var):
+            providers[name] = {"kind": kind, "api_key": env[var]}
+            for pattern in patterns:
+                models[pattern] = {"deployments": [{"provider": name, "model": "*"}]}
+    if ollama_models is not None:
+        providers["ollama"] = {"kind": "ollama", "base_url": env.get("OLLAMA_BASE_URL", "http://localhost:11434/v1")}
+        for m in ollama_models:
+            models.setdefault(m, {"deployments": [{"provider": "ollama", "model": m}]})
+    if not providers:
+        providers["emulator"] = {"kind": "emulator"}
+        models["demo"] = {
+            "description": "Deterministic replies from the built-in provider emulator",
+            "deployments": [{"provider": "emulator", "model": "demo"}],
+        }
+    server: dict[str, Any] = {}
+    if env.get("SLUICE_MASTER_KEY"):
+        server["master_key"] = env["SLUICE_MASTER_KEY"]
+    return parse_config({"server": server, "providers": providers, "models": models}, "defaults")

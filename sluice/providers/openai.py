@@ -1,0 +1,394 @@
+"""OpenAI Chat Completions and Embeddings, and every server that speaks that dialect.
+
+OpenAI-compatible servers differ from OpenAI in a handful of declared ways (a ``Dialect``):
+default base URL, how the key is sent, the name of the token-limit field, whether
+``stream_options`` is understood, parameter renames and parameters they reject. One
+``OpenAIAdapter`` per dialect; nothing else is duplicated.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import orjson
+
+from sluice.providers.base import SSEEvent, Upstream, WireRequest, decode_error_body, retry_after_seconds
+from sluice.schema import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    GatewayError,
+    ImagePart,
+    Message,
+    TextPart,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    kind_for_status,
+)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    kind: str
+    base_url: str
+    auth: str = "bearer"  # "bearer" | "api-key" (Azure) | "none"
+    max_tokens_field: str = "max_tokens"
+    stream_usage: bool = True  # understands stream_options.include_usage
+    renames: Mapping[str, str] = field(default_factory=dict)
+    unsupported: frozenset[str] = frozenset()  # canonical fields the server rejects
+    tool_choice_required: str = "required"  # what the server calls "must call a tool"
+    text_only: bool = False  # no image input
+    embeddings: bool = True
+
+
+DIALECTS: dict[str, Dialect] = {
+    d.kind: d
+    for d in (
+        # OpenAI deprecated max_tokens; reasoning models reject it.
+        Dialect("openai", "https://api.openai.com/v1", max_tokens_field="max_completion_tokens"),
+        Dialect("azure", "", auth="api-key", max_tokens_field="max_completion_tokens"),
+        Dialect("vllm", "http://localhost:8000/v1", auth="bearer"),
+        Dialect("ollama", "http://localhost:11434/v1"),
+        Dialect("llamacpp", "http://localhost:8080/v1", unsupported=frozenset({"n"})),
+        Dialect(
+            "mistral",
+            "https://api.mistral.ai/v1",
+            renames={"seed": "random_seed"},
+            tool_choice_required="any",
+            stream_usage=False,  # Mistral sends usage in the last chunk unasked
+            unsupported=frozenset({"user", "metadata"}),
+        ),
+        Dialect("groq", "https://api.groq.com/openai/v1", unsupported=frozenset({"n"})),
+        Dialect("together", "https://api.together.xyz/v1"),
+        Dialect("deepseek", "https://api.deepseek.com/v1", text_only=True, unsupported=frozenset({"n", "seed"}),
+                embeddings=False),
+        Dialect("openrouter", "https://openrouter.ai/api/v1"),
+        # Any other server that speaks the dialect, addressed only by base_url.
+        Dialect("openai-compatible", "", auth="bearer"),
+    )
+}
+
+_FINISH = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "eos": "stop",
+    "model_length": "length",
+    "error": "error",
+}
+
+
+def _finish(reason: str | None):
+    return None if reason is None else _FINISH.get(reason, "stop")
+
+
+class OpenAIAdapter:
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.kind = dialect.kind
+        self.family = "openai"
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def _url(self, up: Upstream, path: str) -> str:
+        if self.dialect.auth == "api-key":  # Azure: deployment in the path, version in the query
+            if not up.api_version:
+                raise GatewayError("invalid_request", f"Azure deployment '{up.provider}' needs api_version")
+            base = up.base_url.rstrip("/")
+            if not base.endswith("/openai"):
+                base += "/openai"
+            return f"{base}/deployments/{up.model}{path}?api-version={up.api_version}"
+        base = (up.base_url or self.dialect.base_url).rstrip("/")
+        return base + path
+
+    def _headers(self, up: Upstream) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if up.api_key:
+            if self.dialect.auth == "api-key":
+                headers["api-key"] = up.api_key
+            elif self.dialect.auth == "bearer":
+                headers["authorization"] = f"Bearer {up.api_key}"
+        org = up.options.get("organization")
+        if org:
+            headers["openai-organization"] = org
+        if up.headers:
+            headers.update(up.headers)
+        return headers
+
+    def chat_request(self, req: ChatRequest, up: Upstream) -> WireRequest:
+        d = self.dialect
+        body: dict[str, Any] = {"model": up.model, "messages": [self._message(m) for m in req.messages]}
+        if d.text_only and any(isinstance(p, ImagePart) for m in req.messages for p in m.content):
+            raise GatewayError("invalid_request", f"model '{req.model}' does not accept image input", param="messages")
+        params = {
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+            "stop": req.stop,
+            "n": req.n,
+            "seed": req.seed,
+            "presence_penalty": req.presence_penalty,
+            "frequency_penalty": req.frequency_penalty,
+            "parallel_tool_calls": req.parallel_tool_calls,
+            "user": req.user,
+            "metadata": req.metadata if d.kind == "openai" and req.metadata else None,
+        }
+        for name, value in params.items():
+            if value is None:
+                value = up.params.get(name)
+            if value is None:
+                continue
+            if name in d.unsupported:
+                if name == "n" and value == 1:
+                    continue
+                if name in ("user", "metadata"):
+                    continue  # attribution only: never worth failing a call for
+                raise GatewayError("invalid_request", f"'{name}' is not supported by provider kind '{d.kind}'",
+                                   param=name)
+            body[d.renames.get(name, name)] = value
+        max_tokens = req.max_tokens if req.max_tokens is not None else up.params.get("max_tokens")
+        if max_tokens is not None:
+            body[d.max_tokens_field] = max_tokens
+        if req.tools:
+            body["tools"] = [_tool(t) for t in req.tools]
+            if req.tool_choice is not None:
+                body["tool_choice"] = self._tool_choice(req.tool_choice)
+        elif req.parallel_tool_calls is not None:
+            body.pop("parallel_tool_calls", None)  # OpenAI rejects it without tools
+        if req.response_format is not None and req.response_format.type != "text":
+            body["response_format"] = _response_format(req.response_format)
+        if req.stream:
+            body["stream"] = True
+            if d.stream_usage:
+                body["stream_options"] = {"include_usage": True}
+        for name, value in up.params.items():
+            if name not in body and name not in params and name != "max_tokens":
+                body[name] = value
+        if req.extra:
+            body.update(req.extra)
+        return WireRequest(url=self._url(up, "/chat/completions"), headers=self._headers(up), body=body)
+
+    def _message(self, m: Message) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": m.role}
+        parts = m.content
+        if m.role == "tool":
+            out["tool_call_id"] = m.tool_call_id or ""
+            out["content"] = m.text()
+            return out
+        if len(parts) == 1 and isinstance(parts[0], TextPart) or m.role in ("system", "assistant"):
+            # Plain strings are what every compatible server accepts; assistant and system
+            # content may only be text anyway.
+            text = m.text()
+            out["content"] = text if (text or not m.tool_calls) else None
+        elif parts:
+            out["content"] = [_part(p) for p in parts]
+        else:
+            out["content"] = ""
+        if m.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in m.tool_calls
+            ]
+        if m.name:
+            out["name"] = m.name
+        return out
+
+    def _tool_choice(self, choice: Any) -> Any:
+        if choice == "required":
+            return self.dialect.tool_choice_required
+        if isinstance(choice, dict):
+            return {"type": "function", "function": {"name": choice["name"]}}
+        return choice
+
+    # ---- responses ------------------------------------------------------------------------
+
+    def chat_response(self, payload: Any, req: ChatRequest, up: Upstream) -> ChatResponse:
+        if not isinstance(payload, dict) or "choices" not in payload:
+            raise GatewayError("upstream_unavailable", f"upstream '{up.provider}' sent an unexpected response",
+                               status=502)
+        choices = []
+        for i, c in enumerate(payload.get("choices") or ()):
+            msg = c.get("message") or {}
+            content: list = []
+            text = msg.get("content")
+            if isinstance(text, str) and text:
+                content.append(TextPart(text=text))
+            elif isinstance(text, list):  # some servers return parts
+                content.extend(TextPart(text=p.get("text", "")) for p in text if p.get("type") == "text")
+            refusal = msg.get("refusal")
+            if refusal and not content:
+                content.append(TextPart(text=refusal))
+            calls = [
+                ToolCall(id=t.get("id") or _call_id(), name=t["function"]["name"],
+                         arguments=t["function"].get("arguments") or "{}")
+                for t in msg.get("tool_calls") or ()
+                if t.get("function")
+            ]
+            finish = _finish(c.get("finish_reason"))
+            if refusal and finish == "stop":
+                finish = "content_filter"
+            choices.append(Choice(index=c.get("index", i),
+                                  message=Message(role="assistant", content=content, tool_calls=calls or None),
+                                  finish_reason=finish))
+        return ChatResponse(
+            id=payload.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
+            model=payload.get("model") or up.model,
+            choices=choices,
+            usage=usage_from_wire(payload.get("usage")),
+            created=payload.get("created") or int(time.time()),
+            system_fingerprint=payload.get("system_fingerprint"),
+        )
+
+    def stream_decoder(self, req: ChatRequest, up: Upstream) -> "OpenAIStreamDecoder":
+        return OpenAIStreamDecoder(up.provider)
+
+    def error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
+        return error_from_wire(status, decode_error_body(body), headers)
+
+    # ---- embeddings -----------------------------------------------------------------------
+
+    def embeddings_request(self, req: EmbeddingRequest, up: Upstream) -> WireRequest:
+        if not self.dialect.embeddings:
+            raise GatewayError("invalid_request", f"provider kind '{self.kind}' does not support embeddings")
+        body: dict[str, Any] = {"model": up.model, "input": req.input, "encoding_format": "float"}
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        if req.user is not None and "user" not in self.dialect.unsupported:
+            body["user"] = req.user
+        return WireRequest(url=self._url(up, "/embeddings"), headers=self._headers(up), body=body)
+
+    def embeddings_response(self, payload: Any, req: EmbeddingRequest, up: Upstream) -> EmbeddingResponse:
+        try:
+            rows = sorted(payload["data"], key=lambda r: r.get("index", 0))
+            vectors = [r["embedding"] for r in rows]
+        except (KeyError, TypeError) as exc:
+            raise GatewayError("upstream_unavailable", f"upstream '{up.provider}' sent an unexpected embeddings "
+                               "response", status=502) from exc
+        usage = payload.get("usage") or {}
+        return EmbeddingResponse(model=payload.get("model") or up.model, vectors=vectors,
+                                 usage=EmbeddingUsage(input_tokens=usage.get("prompt_tokens", 0)))
+
+
+class OpenAIStreamDecoder:
+    __slots__ = ("provider", "_started")
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self._started = False
+
+    def feed(self, event: SSEEvent) -> Iterable[ChatChunk]:
+        data = event.data
+        if data == "[DONE]":
+            return ()
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError("upstream_unavailable", f"upstream '{self.provider}' sent a malformed stream event",
+                               status=502) from exc
+        if "error" in obj and "choices" not in obj:
+            raise error_from_wire(int(obj["error"].get("code") or 500) if isinstance(obj["error"].get("code"), int)
+                                  else 500, obj, {})
+        out: list[ChatChunk] = []
+        first = not self._started
+        self._started = True
+        for c in obj.get("choices") or ():
+            delta = c.get("delta") or {}
+            calls = delta.get("tool_calls")
+            out.append(ChatChunk(
+                index=c.get("index", 0),
+                role=delta.get("role") or ("assistant" if first else None),
+                text=delta.get("content") or delta.get("refusal") or None,
+                tool_calls=[
+                    ToolCallDelta(index=t.get("index", 0), id=t.get("id"),
+                                  name=(t.get("function") or {}).get("name"),
+                                  arguments=(t.get("function") or {}).get("arguments") or "")
+                    for t in calls
+                ] if calls else None,
+                finish_reason=_finish(c.get("finish_reason")),
+                id=obj.get("id") if first else None,
+                model=obj.get("model") if first else None,
+            ))
+        usage = obj.get("usage")
+        if usage:
+            out.append(ChatChunk(usage=usage_from_wire(usage)))
+        return out
+
+    def finish(self) -> Iterable[ChatChunk]:
+        return ()
+
+
+def usage_from_wire(u: Any) -> Usage | None:
+    if not u:
+        return None
+    prompt_details = u.get("prompt_tokens_details") or {}
+    completion_details = u.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=u.get("prompt_tokens") or 0,
+        output_tokens=u.get("completion_tokens") or 0,
+        cached_tokens=prompt_details.get("cached_tokens") or 0,
+        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+    )
+
+
+def error_from_wire(status: int, payload: Any, headers: Mapping[str, str]) -> GatewayError:
+    err = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(err, dict):
+        message = err.get("message") or f"upstream error {status}"
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        param = err.get("param")
+    else:
+        message = (err if isinstance(err, str) else payload if isinstance(payload, str) else "") or \
+                  f"upstream error {status}"
+        code = param = None
+    kind = kind_for_status(status)
+    text = message.lower()
+    if code == "context_length_exceeded" or "maximum context length" in text or "context window" in text:
+        kind = "context_window_exceeded"
+    elif code in ("content_policy_violation", "content_filter") or "content management policy" in text:
+        kind = "content_policy"
+    return GatewayError(kind, message, status=status, retry_after=retry_after_seconds(headers), param=param,
+                        code=code)
+
+
+def _part(p) -> dict[str, Any]:
+    if isinstance(p, TextPart):
+        return {"type": "text", "text": p.text}
+    image: dict[str, Any] = {"url": p.as_url()}
+    if p.detail:
+        image["detail"] = p.detail
+    return {"type": "image_url", "image_url": image}
+
+
+def _tool(t) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": t.name}
+    if t.description:
+        fn["description"] = t.description
+    fn["parameters"] = t.parameters if t.parameters is not None else {"type": "object", "properties": {}}
+    if t.strict is not None:
+        fn["strict"] = t.strict
+    return {"type": "function", "function": fn}
+
+
+def _response_format(rf) -> dict[str, Any]:
+    if rf.type == "json_object":
+        return {"type": "json_object"}
+    schema: dict[str, Any] = {"name": rf.name or "response", "schema": rf.schema or {}}
+    if rf.strict is not None:
+        schema["strict"] = rf.strict
+    return {"type": "json_schema", "json_schema": schema}
+
+
+def _call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+ADAPTERS: dict[str, OpenAIAdapter] = {kind: OpenAIAdapter(d) for kind, d in DIALECTS.items()}
