@@ -65,13 +65,22 @@ def mock(
     port: int = typer.Option(8090, help="Port to listen on (0 picks a free one)."),
     latency_ms: float = typer.Option(0.0, "--latency-ms", help="Delay before the first byte of every response."),
     chunk_delay_ms: float = typer.Option(0.0, "--chunk-delay-ms", help="Delay between streamed chunks."),
+    model: list[str] = typer.Option([], "--model", help="A model name to list (repeatable)."),
+    embedding_dims: int = typer.Option(1536, "--embedding-dims", help="Default embedding vector size."),
+    no_record: bool = typer.Option(False, "--no-record", help="Do not keep received requests for /_mock/requests."),
+    require_known_model: bool = typer.Option(False, "--require-known-model",
+                                             help="Answer 404 for models not given with --model."),
 ) -> None:
-    """Run the provider emulator (OpenAI, Anthropic, Gemini and TGI wire formats)."""
+    """Run the provider emulator (OpenAI, Azure, Anthropic, Gemini and TGI wire formats)."""
     from sluice.mock import MockOptions, run_mock
     from sluice.server import install_uvloop
 
     install_uvloop()
-    run_mock(host, port, MockOptions(latency_ms=latency_ms, chunk_delay_ms=chunk_delay_ms))
+    options = MockOptions(latency_ms=latency_ms, chunk_delay_ms=chunk_delay_ms, embedding_dims=embedding_dims,
+                          record_requests=not no_record, require_known_model=require_known_model)
+    if model:
+        options.models = list(model)
+    run_mock(host, port, options)
 
 
 @config_app.command("check")

@@ -7,7 +7,7 @@ import math
 import uuid
 from typing import AsyncIterator
 
-import orjson
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -62,9 +62,7 @@ class AnthropicRoutes:
             self.gateway.get_model(call, req.model)
         except GatewayError as err:
             return error_response(err, _render_error)
-        chars = sum(len(orjson.dumps(m)) for m in req.messages) + sum(
-            len(orjson.dumps(t)) for t in (req.tools or ())
-        )
+        chars = len(msgspec.json.encode(req.messages)) + len(msgspec.json.encode(req.tools or []))
         return JSONResponse({"input_tokens": max(1, math.ceil(chars / 4))})
 
 

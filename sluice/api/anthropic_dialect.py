@@ -14,10 +14,12 @@ Decisions where the canonical schema has no exact equivalent:
   which become text; PDF, URL and file sources are refused, as are server tools (web
   search, code execution, ...), ``mcp_servers`` and server-tool result blocks: a gateway
   that silently dropped them would change what the client asked for.
-* Request fields that only tune Anthropic's own serving (``thinking``, ``service_tier``,
-  ``container``, ``context_management``, ``inference_geo``, ``speed``, ``cache_control``,
-  ...) and unknown top-level fields are ignored rather than passed on in ``extra``, since
-  ``extra`` reaches whichever provider is routed to.
+* Request fields the canonical schema has no place for (``thinking``, ``service_tier``,
+  ``container``, ``context_management``, ``output_config.effort``, fields newer than this
+  module, ...) go to ``extra`` with ``extra_dialect="anthropic"``: an Anthropic deployment
+  receives them unchanged, the router drops them for any other provider. Fields that address
+  Anthropic's account or transport rather than the model call (``workspace_id``,
+  ``anthropic_version``, ...) are dropped.
 * A tool call whose arguments are not a JSON object is rendered with ``input: {}``: the
   Anthropic wire format has no place for raw argument text.
 """
@@ -46,8 +48,8 @@ from sluice.schema.chat import ContentPart
 
 __all__ = [
     "ERROR_TYPE_BY_KIND",
+    "DROPPED_FIELDS",
     "HANDLED_FIELDS",
-    "IGNORED_FIELDS",
     "StreamEncoder",
     "error_type",
     "parse_request",
@@ -55,26 +57,12 @@ __all__ = [
     "render_response",
     "stop_reason",
     "to_message_id",
-    "unrecognised_fields",
 ]
 
-# Request fields Anthropic defines that Sluice accepts and deliberately ignores.
-IGNORED_FIELDS = frozenset(
-    {
-        "thinking",
-        "service_tier",
-        "container",
-        "context_management",
-        "cache_control",
-        "inference_geo",
-        "speed",
-        "diagnostics",
-        "user_profile_id",
-        "workspace_id",
-        "anthropic_version",  # Bedrock / Vertex put the API version in the body
-        "anthropic_beta",
-        "betas",
-    }
+# Request fields never passed on: they pick Anthropic's account, workspace or transport
+# (Bedrock / Vertex put the API version and betas in the body), which is the gateway's choice.
+DROPPED_FIELDS = frozenset(
+    {"workspace_id", "user_profile_id", "anthropic_version", "anthropic_beta", "betas"}
 )
 
 # Request fields parse_request translates.
@@ -145,12 +133,6 @@ def _list(value: Any, param: str) -> list[Any]:
 # --------------------------------------------------------------------------- request
 
 
-def unrecognised_fields(body: dict[str, Any]) -> list[str]:
-    """Top-level fields neither translated nor knowingly ignored: worth a log line, not an error,
-    since newer Anthropic clients add fields before Sluice knows them."""
-    return [k for k in body if k not in HANDLED_FIELDS and k not in IGNORED_FIELDS]
-
-
 def parse_request(body: Any) -> ChatRequest:
     """Validate an Anthropic ``POST /v1/messages`` body and translate it to a ChatRequest."""
     if not isinstance(body, dict):
@@ -167,6 +149,7 @@ def parse_request(body: Any) -> ChatRequest:
     tools = _tools(body.get("tools"))
     tool_choice, parallel = _tool_choice(body.get("tool_choice"))
     metadata = _metadata(body.get("metadata"))
+    extra = _passthrough(body)
     return ChatRequest(
         model=model,
         messages=messages,
@@ -184,7 +167,20 @@ def parse_request(body: Any) -> ChatRequest:
         stream=stream,
         # An Anthropic stream always reports usage in message_start / message_delta.
         include_usage=stream,
+        extra=extra,
+        extra_dialect="anthropic" if extra else None,
     )
+
+
+def _passthrough(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Anthropic-only fields for ``extra``; ``output_config`` minus the format we translate."""
+    extra = {k: v for k, v in body.items() if k not in HANDLED_FIELDS and k not in DROPPED_FIELDS}
+    config = body.get("output_config")
+    if isinstance(config, dict):
+        rest = {k: v for k, v in config.items() if k != "format"}
+        if rest:
+            extra["output_config"] = rest
+    return extra or None
 
 
 def _opt(body: dict[str, Any], key: str, check: Any) -> Any:
@@ -587,9 +583,10 @@ class StreamEncoder:
     increasing ``index``, then message_delta (stop reason and final usage), message_stop.
     A text block and each tool call are separate blocks; a block that is left (text after a
     tool call, the next tool call) is stopped and a new one opened, since Anthropic blocks
-    cannot be reopened. message_delta waits until both the finish reason and usage are known
-    (usage often comes in a later usage-only chunk), or until ``close()``; usage that still
-    arrives after it is sent in one more message_delta, which Anthropic's protocol allows.
+    cannot be reopened. message_delta is sent when usage arrives with or after the finish
+    (it often comes in a later usage-only chunk), else at ``close()``, so it carries the final
+    counts; usage arriving after it goes out in one more message_delta, which the protocol
+    allows ("one or more message_delta events").
     """
 
     __slots__ = (
@@ -704,7 +701,8 @@ class StreamEncoder:
             out.extend(self._stop_open())
             out.append(self._start_block({"type": "text", "text": ""}, ("text", -1)))
         delta = {"type": "text_delta", "text": text}
-        out.append(_event(b"content_block_delta", {"type": "content_block_delta", "index": self._next_index - 1, "delta": delta}))
+        event = {"type": "content_block_delta", "index": self._next_index - 1, "delta": delta}
+        out.append(_event(b"content_block_delta", event))
         return out
 
     def _tool(self, piece: ToolCallDelta) -> list[bytes]:

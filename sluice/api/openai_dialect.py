@@ -71,6 +71,14 @@ def _int(body: dict, name: str, lo: int = 0) -> int | None:
     return v
 
 
+def _n(body: dict) -> int | None:
+    n = _int(body, "n", 1)
+    if n is not None and n > 128:
+        raise _bad(f"Invalid 'n': integer above maximum value. Expected a value <= 128, but got {n} instead.", "n",
+                   "integer_above_max_value")
+    return n
+
+
 # ---- requests -----------------------------------------------------------------------------------
 
 
@@ -93,7 +101,11 @@ def parse_chat_request(body: Any) -> ChatRequest:
     if max_tokens is None:
         max_tokens = _int(body, "max_tokens", 1)
     tools, tool_choice = _tools(body)
-    stream = body.get("stream") is True
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad(f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__}.", "stream",
+                   "invalid_type")
+    stream = stream is True
     stream_options = body.get("stream_options")
     if stream_options is not None and not stream:
         raise _bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options")
@@ -113,7 +125,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         top_k=_int(body, "top_k", 0),
         max_tokens=max_tokens,
         stop=stop or None,
-        n=_int(body, "n", 1),
+        n=_n(body),
         seed=_int(body, "seed", -(2**63)),
         presence_penalty=_number(body, "presence_penalty", -2, 2),
         frequency_penalty=_number(body, "frequency_penalty", -2, 2),
@@ -222,6 +234,9 @@ def _tools(body: dict) -> tuple[list[Tool] | None, Any]:
         raw = [{"type": "function", "function": f} for f in body["functions"]]
     choice = body.get("tool_choice", body.get("function_call"))
     if raw is None:
+        if choice is not None:
+            name = "tool_choice" if "tool_choice" in body else "function_call"
+            raise _bad(f"Invalid value for '{name}': '{name}' is only allowed when 'tools' are specified.", name)
         return None, None
     if not isinstance(raw, list):
         raise _bad("Invalid type for 'tools': expected an array.", "tools")
@@ -343,27 +358,33 @@ def render_chat_response(resp: ChatResponse, model: str) -> dict[str, Any]:
 
 
 class ChunkEncoder:
-    """Canonical chunks → ``data: {chat.completion.chunk}`` lines, ending with ``data: [DONE]``."""
+    """Canonical chunks → ``data: {chat.completion.chunk}`` lines, ending with ``data: [DONE]``.
 
-    __slots__ = ("_prefix", "_suffix", "include_usage", "_usage_sent", "_roles_sent")
+    Usage is held back and sent by ``close()`` as OpenAI's last chunk (empty ``choices``) when
+    the client asked for ``stream_options.include_usage``: upstreams report it at different
+    points (with the finish chunk, after it, cumulatively), OpenAI clients expect it once, last.
+    """
+
+    __slots__ = ("_prefix", "_suffix", "include_usage", "_usage", "_roles_sent")
 
     def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
         head = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
         # Every chunk shares the envelope: encode it once and splice the choices in.
         envelope = orjson.dumps(head)
         self._prefix = b"data: " + envelope[:-1] + b',"choices":'
+        # With include_usage, OpenAI sends "usage": null on every chunk but the last.
         self._suffix = b',"usage":null}\n\n' if include_usage else b"}\n\n"
         self.include_usage = include_usage
-        self._usage_sent = False
+        self._usage: Usage | None = None
         self._roles_sent: set[int] = set()
 
     def encode(self, chunk: ChatChunk) -> bytes:
-        if chunk.usage is not None and chunk.text is None and not chunk.tool_calls and chunk.finish_reason is None:
-            if not self.include_usage or self._usage_sent:
-                return b""
-            self._usage_sent = True
-            return self._prefix + b'[],"usage":' + orjson.dumps(_usage(chunk.usage)) + b"}\n\n"
+        if chunk.usage is not None:
+            self._usage = chunk.usage  # the latest report wins: some upstreams send running totals
         delta: dict[str, Any] = {}
+        if chunk.text is None and not chunk.tool_calls and chunk.finish_reason is None:
+            if chunk.usage is not None or chunk.index in self._roles_sent:
+                return b""
         if chunk.index not in self._roles_sent:
             self._roles_sent.add(chunk.index)
             delta["role"] = "assistant"
@@ -372,26 +393,28 @@ class ChunkEncoder:
         if chunk.text is not None:
             delta["content"] = chunk.text
         if chunk.tool_calls:
-            calls = []
-            for t in chunk.tool_calls:
-                call: dict[str, Any] = {"index": t.index}
-                if t.id is not None:
-                    call["id"] = t.id
-                    call["type"] = "function"
-                fn: dict[str, Any] = {"arguments": t.arguments}
-                if t.name is not None:
-                    fn["name"] = t.name
-                call["function"] = fn
-                calls.append(call)
-            delta["tool_calls"] = calls
+            delta["tool_calls"] = [_tool_call_delta(t) for t in chunk.tool_calls]
         finish = _FINISH.get(chunk.finish_reason, chunk.finish_reason)
-        if not delta and finish is None:
-            return b""
         choice = {"index": chunk.index, "delta": delta, "logprobs": None, "finish_reason": finish}
         return self._prefix + b"[" + orjson.dumps(choice) + b"]" + self._suffix
 
     def close(self) -> bytes:
-        return b"data: [DONE]\n\n"
+        done = b"data: [DONE]\n\n"
+        if not self.include_usage or self._usage is None:
+            return done
+        return self._prefix + b'[],"usage":' + orjson.dumps(_usage(self._usage)) + b"}\n\n" + done
+
+
+def _tool_call_delta(t) -> dict[str, Any]:
+    call: dict[str, Any] = {"index": t.index}
+    if t.id is not None:  # the first piece of a call: OpenAI sends id, type and name once
+        call["id"] = t.id
+        call["type"] = "function"
+    fn: dict[str, Any] = {"arguments": t.arguments}
+    if t.name is not None:
+        fn["name"] = t.name
+    call["function"] = fn
+    return call
 
 
 def render_embeddings(resp: EmbeddingResponse, model: str, encoding_format: str) -> dict[str, Any]:

@@ -85,6 +85,9 @@ async def serve(request: web.Request, ep: Endpoint) -> web.StreamResponse:
         return ep.error(err)
     except DirectiveError as err:
         return ep.error(ApiError(400, str(err), param="model"))
+    except (TypeError, AttributeError, KeyError, ValueError) as err:
+        # A shape the validators did not anticipate is still the client's malformed request.
+        return ep.error(ApiError(400, f"Malformed request: {err}"))
     if plan.latency_ms:
         await asyncio.sleep(plan.latency_ms / 1000)
     if plan.fail_status is not None:

@@ -66,8 +66,8 @@ def run_mock(host: str = "127.0.0.1", port: int = 8090, options: MockOptions | N
     try:
         import uvloop  # type: ignore[import-not-found]
 
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is absent on Windows
-        pass
+        loop = asyncio.new_event_loop()
     print(f"sluice mock listening on http://{host}:{port}", flush=True)
-    web.run_app(create_app(options), host=host, port=port, access_log=None, print=None)
+    web.run_app(create_app(options), host=host, port=port, access_log=None, print=None, loop=loop)

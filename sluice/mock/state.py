@@ -32,11 +32,11 @@ class MockOptions:
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: (REDACTED if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
+    return {str(k): (REDACTED if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
 
 
 def redact_query(query: Mapping[str, str]) -> dict[str, str]:
-    return {k: (REDACTED if k.lower() in _SECRET_QUERY else v) for k, v in query.items()}
+    return {str(k): (REDACTED if k.lower() in _SECRET_QUERY else v) for k, v in query.items()}
 
 
 class MockState:

@@ -8,6 +8,7 @@ default base URL, how the key is sent, the name of the token-limit field, whethe
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,30 +47,51 @@ class Dialect:
     unsupported: frozenset[str] = frozenset()  # canonical fields the server rejects
     tool_choice_required: str = "required"  # what the server calls "must call a tool"
     text_only: bool = False  # no image input
+    json_schema: bool = True  # understands response_format {"type": "json_schema"}
     embeddings: bool = True
 
+
+# Parameters that only steer best-effort behaviour or attribution: a server that lacks them is
+# called without them rather than failed (OpenAI itself calls ``seed`` best effort).
+_DROPPABLE = frozenset({"user", "seed"})
+# Canonical fields _params() places; other per-deployment params are copied as they are.
+_PARAMS = frozenset({"temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
+                     "parallel_tool_calls", "user", "metadata"})
 
 DIALECTS: dict[str, Dialect] = {
     d.kind: d
     for d in (
         # OpenAI deprecated max_tokens; reasoning models reject it.
         Dialect("openai", "https://api.openai.com/v1", max_tokens_field="max_completion_tokens"),
+        # Azure's GA inference spec (api-version 2024-10-21, Azure/azure-rest-api-specs) has only
+        # max_tokens; max_completion_tokens arrived with the 2024-09-01-preview line, so the
+        # field is picked per api_version in _max_tokens_field().
         Dialect("azure", "", auth="api-key", max_tokens_field="max_completion_tokens"),
         Dialect("vllm", "http://localhost:8000/v1", auth="bearer"),
-        Dialect("ollama", "http://localhost:11434/v1"),
+        # Ollama's compatibility page lists the fields it reads: no n (it would silently answer
+        # one choice), no user; stream_options.include_usage is listed.
+        Dialect("ollama", "http://localhost:11434/v1", unsupported=frozenset({"n", "user"})),
+        # llama-server rejects n != 1 ("Only one completion choice is allowed").
         Dialect("llamacpp", "http://localhost:8080/v1", unsupported=frozenset({"n"})),
+        # Mistral's ChatCompletionRequest (mistralai/client-python): random_seed instead of seed,
+        # tool_choice enum auto|none|any|required, n supported, no user or stream_options
+        # (extra fields are rejected with 422); usage arrives in the last chunk unasked.
         Dialect(
             "mistral",
             "https://api.mistral.ai/v1",
             renames={"seed": "random_seed"},
             tool_choice_required="any",
-            stream_usage=False,  # Mistral sends usage in the last chunk unasked
-            unsupported=frozenset({"user", "metadata"}),
+            stream_usage=False,
+            unsupported=frozenset({"user"}),
         ),
+        # Groq's API reference: n is constrained to 1; stream_options.include_usage accepted.
         Dialect("groq", "https://api.groq.com/openai/v1", unsupported=frozenset({"n"})),
         Dialect("together", "https://api.together.xyz/v1"),
-        Dialect("deepseek", "https://api.deepseek.com/v1", text_only=True, unsupported=frozenset({"n", "seed"}),
-                embeddings=False),
+        # DeepSeek's create-chat-completion reference lists no n, seed or user and only
+        # response_format text|json_object; its chat models take no image input.
+        Dialect("deepseek", "https://api.deepseek.com/v1", text_only=True, json_schema=False,
+                unsupported=frozenset({"n", "seed", "user"}), embeddings=False),
+        # OpenRouter always reports usage; stream_options.include_usage is accepted (a no-op).
         Dialect("openrouter", "https://openrouter.ai/api/v1"),
         # Any other server that speaks the dialect, addressed only by base_url.
         Dialect("openai-compatible", "", auth="bearer"),
@@ -85,6 +107,7 @@ _FINISH = {
     "eos": "stop",
     "model_length": "length",
     "error": "error",
+    "insufficient_system_resource": "error",  # DeepSeek: generation cut off by the server
 }
 
 
@@ -130,6 +153,37 @@ class OpenAIAdapter:
         body: dict[str, Any] = {"model": up.model, "messages": [self._message(m) for m in req.messages]}
         if d.text_only and any(isinstance(p, ImagePart) for m in req.messages for p in m.content):
             raise GatewayError("invalid_request", f"model '{req.model}' does not accept image input", param="messages")
+        self._params(req, up, body)
+        max_tokens = req.max_tokens
+        if max_tokens is None:
+            max_tokens = up.params.get("max_tokens", up.params.get("max_completion_tokens"))
+        if max_tokens is not None:
+            body[self._max_tokens_field(up)] = max_tokens
+        if req.tools:
+            body["tools"] = [_tool(t) for t in req.tools]
+            if req.tool_choice is not None:
+                body["tool_choice"] = self._tool_choice(req.tool_choice)
+        else:
+            body.pop("parallel_tool_calls", None)  # OpenAI rejects it without tools
+        if req.response_format is not None and req.response_format.type != "text":
+            if req.response_format.type == "json_schema" and not d.json_schema:
+                raise GatewayError("invalid_request", f"provider kind '{d.kind}' does not support response_format "
+                                   "'json_schema'", param="response_format")
+            body["response_format"] = _response_format(req.response_format)
+        if req.stream:
+            body["stream"] = True
+            if d.stream_usage:
+                body["stream_options"] = {"include_usage": True}
+        for name, value in up.params.items():
+            if name not in body and name not in _PARAMS and name not in ("max_tokens", "max_completion_tokens"):
+                body[name] = value
+        if req.extra:
+            body.update(req.extra)
+        return WireRequest(url=self._url(up, "/chat/completions"), headers=self._headers(up), body=body)
+
+    def _params(self, req: ChatRequest, up: Upstream, body: dict[str, Any]) -> None:
+        """Sampling and attribution fields: the client's value, else the deployment's default."""
+        d = self.dialect
         params = {
             "temperature": req.temperature,
             "top_p": req.top_p,
@@ -140,7 +194,7 @@ class OpenAIAdapter:
             "frequency_penalty": req.frequency_penalty,
             "parallel_tool_calls": req.parallel_tool_calls,
             "user": req.user,
-            "metadata": req.metadata if d.kind == "openai" and req.metadata else None,
+            "metadata": req.metadata or None,
         }
         for name, value in params.items():
             if value is None:
@@ -148,34 +202,21 @@ class OpenAIAdapter:
             if value is None:
                 continue
             if name in d.unsupported:
-                if name == "n" and value == 1:
+                if (name == "n" and value == 1) or name in _DROPPABLE:
                     continue
-                if name in ("user", "metadata"):
-                    continue  # attribution only: never worth failing a call for
                 raise GatewayError("invalid_request", f"'{name}' is not supported by provider kind '{d.kind}'",
                                    param=name)
             body[d.renames.get(name, name)] = value
-        max_tokens = req.max_tokens if req.max_tokens is not None else up.params.get("max_tokens")
-        if max_tokens is not None:
-            body[d.max_tokens_field] = max_tokens
-        if req.tools:
-            body["tools"] = [_tool(t) for t in req.tools]
-            if req.tool_choice is not None:
-                body["tool_choice"] = self._tool_choice(req.tool_choice)
-        elif req.parallel_tool_calls is not None:
-            body.pop("parallel_tool_calls", None)  # OpenAI rejects it without tools
-        if req.response_format is not None and req.response_format.type != "text":
-            body["response_format"] = _response_format(req.response_format)
-        if req.stream:
-            body["stream"] = True
-            if d.stream_usage:
-                body["stream_options"] = {"include_usage": True}
-        for name, value in up.params.items():
-            if name not in body and name not in params and name != "max_tokens":
-                body[name] = value
-        if req.extra:
-            body.update(req.extra)
-        return WireRequest(url=self._url(up, "/chat/completions"), headers=self._headers(up), body=body)
+        if "metadata" in body and (d.kind != "openai" or not _store_enabled(req, up)):
+            # OpenAI answers 400 "The 'metadata' parameter is only allowed when 'store' is
+            # enabled"; gateway metadata is for Sluice's ledger, so it goes upstream only with
+            # store, and only to OpenAI itself (compatible servers reject or ignore it).
+            del body["metadata"]
+
+    def _max_tokens_field(self, up: Upstream) -> str:
+        if self.dialect.auth == "api-key" and not _azure_has_max_completion_tokens(up.api_version or ""):
+            return "max_tokens"
+        return self.dialect.max_tokens_field
 
     def _message(self, m: Message) -> dict[str, Any]:
         out: dict[str, Any] = {"role": m.role}
@@ -212,6 +253,9 @@ class OpenAIAdapter:
     # ---- responses ------------------------------------------------------------------------
 
     def chat_response(self, payload: Any, req: ChatRequest, up: Upstream) -> ChatResponse:
+        if isinstance(payload, dict) and "choices" not in payload and _is_error_event(payload):
+            # Some compatible servers answer 200 with an error object.
+            raise _stream_error(payload)
         if not isinstance(payload, dict) or "choices" not in payload:
             raise GatewayError("upstream_unavailable", f"upstream '{up.provider}' sent an unexpected response",
                                status=502)
@@ -231,7 +275,7 @@ class OpenAIAdapter:
                 ToolCall(id=t.get("id") or _call_id(), name=t["function"]["name"],
                          arguments=t["function"].get("arguments") or "{}")
                 for t in msg.get("tool_calls") or ()
-                if t.get("function")
+                if isinstance(t.get("function"), dict) and t["function"].get("name")
             ]
             finish = _finish(c.get("finish_reason"))
             if refusal and finish == "stop":
@@ -279,11 +323,12 @@ class OpenAIAdapter:
 
 
 class OpenAIStreamDecoder:
-    __slots__ = ("provider", "_started")
+    __slots__ = ("provider", "_started", "_roles")
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self._started = False
+        self._roles: set[int] = set()  # choices whose first delta went out (it carries the role)
 
     def feed(self, event: SSEEvent) -> Iterable[ChatChunk]:
         data = event.data
@@ -294,36 +339,82 @@ class OpenAIStreamDecoder:
         except orjson.JSONDecodeError as exc:
             raise GatewayError("upstream_unavailable", f"upstream '{self.provider}' sent a malformed stream event",
                                status=502) from exc
-        if "error" in obj and "choices" not in obj:
-            raise error_from_wire(int(obj["error"].get("code") or 500) if isinstance(obj["error"].get("code"), int)
-                                  else 500, obj, {})
+        if not isinstance(obj, dict):
+            raise GatewayError("upstream_unavailable", f"upstream '{self.provider}' sent a malformed stream event",
+                               status=502)
+        if "choices" not in obj and _is_error_event(obj):
+            raise _stream_error(obj)
         out: list[ChatChunk] = []
         first = not self._started
         self._started = True
         for c in obj.get("choices") or ():
-            delta = c.get("delta") or {}
-            calls = delta.get("tool_calls")
-            out.append(ChatChunk(
-                index=c.get("index", 0),
-                role=delta.get("role") or ("assistant" if first else None),
-                text=delta.get("content") or delta.get("refusal") or None,
-                tool_calls=[
-                    ToolCallDelta(index=t.get("index", 0), id=t.get("id"),
-                                  name=(t.get("function") or {}).get("name"),
-                                  arguments=(t.get("function") or {}).get("arguments") or "")
-                    for t in calls
-                ] if calls else None,
-                finish_reason=_finish(c.get("finish_reason")),
-                id=obj.get("id") if first else None,
-                model=obj.get("model") if first else None,
-            ))
-        usage = obj.get("usage")
+            out.append(self._chunk(c, obj if first else None))
+        # Groq reports stream usage under x_groq.usage on the last chunk.
+        usage = obj.get("usage") or (obj.get("x_groq") or {}).get("usage")
         if usage:
             out.append(ChatChunk(usage=usage_from_wire(usage)))
         return out
 
+    def _chunk(self, c: dict, envelope: dict | None) -> ChatChunk:
+        delta = c.get("delta") or {}
+        index = c.get("index", 0)
+        role = delta.get("role")
+        if index not in self._roles:
+            self._roles.add(index)
+            role = role or "assistant"
+        calls = delta.get("tool_calls")
+        return ChatChunk(
+            index=index,
+            role=role,
+            text=delta.get("content") or delta.get("refusal") or None,
+            tool_calls=[
+                ToolCallDelta(index=t.get("index", 0), id=t.get("id"),
+                              name=(t.get("function") or {}).get("name"),
+                              arguments=(t.get("function") or {}).get("arguments") or "")
+                for t in calls
+            ] if calls else None,
+            finish_reason=_finish(c.get("finish_reason")),
+            id=envelope.get("id") if envelope else None,
+            model=envelope.get("model") if envelope else None,
+        )
+
     def finish(self) -> Iterable[ChatChunk]:
         return ()
+
+
+def _is_error_event(obj: dict) -> bool:
+    # OpenAI: {"error": {...}}; vLLM and some others: {"object": "error", "message": ...}.
+    return "error" in obj or obj.get("object") == "error"
+
+
+# In-stream errors carry no HTTP status; their type tells what the status would have been.
+_STATUS_BY_TYPE = {
+    "invalid_request_error": 400,
+    "BadRequestError": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "tokens": 429,
+    "requests": 429,
+    "overloaded_error": 503,
+}
+
+
+def _stream_error(obj: dict) -> GatewayError:
+    err = obj.get("error", obj)
+    status = 500
+    if isinstance(err, dict):
+        code = err.get("code")
+        if isinstance(code, int) and 400 <= code < 600:
+            status = code
+        else:
+            status = _STATUS_BY_TYPE.get(str(err.get("type")), 500)
+        payload: Any = {"error": err}
+    else:
+        payload = {"error": str(err)}
+    return error_from_wire(status, payload, {})
 
 
 def usage_from_wire(u: Any) -> Usage | None:
@@ -334,21 +425,26 @@ def usage_from_wire(u: Any) -> Usage | None:
     return Usage(
         input_tokens=u.get("prompt_tokens") or 0,
         output_tokens=u.get("completion_tokens") or 0,
-        cached_tokens=prompt_details.get("cached_tokens") or 0,
+        # DeepSeek also reports cache hits as prompt_cache_hit_tokens.
+        cached_tokens=prompt_details.get("cached_tokens") or u.get("prompt_cache_hit_tokens") or 0,
         reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
     )
 
 
 def error_from_wire(status: int, payload: Any, headers: Mapping[str, str]) -> GatewayError:
     err = payload.get("error") if isinstance(payload, dict) else None
+    if err is None and isinstance(payload, dict) and ("message" in payload or "detail" in payload):
+        err = payload  # vLLM's {"object": "error", "message": ...}; FastAPI-style {"detail": ...}
     if isinstance(err, dict):
-        message = err.get("message") or f"upstream error {status}"
+        detail = err.get("detail")
+        message = err.get("message") or (detail if isinstance(detail, str) else "") or f"upstream error {status}"
         code = err.get("code") if isinstance(err.get("code"), str) else None
-        param = err.get("param")
+        param = err.get("param") if isinstance(err.get("param"), str) else None
     else:
         message = (err if isinstance(err, str) else payload if isinstance(payload, str) else "") or \
                   f"upstream error {status}"
         code = param = None
+    message = _redact(str(message))
     kind = kind_for_status(status)
     text = message.lower()
     if code == "context_length_exceeded" or "maximum context length" in text or "context window" in text:
@@ -357,6 +453,37 @@ def error_from_wire(status: int, payload: Any, headers: Mapping[str, str]) -> Ga
         kind = "content_policy"
     return GatewayError(kind, message, status=status, retry_after=retry_after_seconds(headers), param=param,
                         code=code)
+
+
+# OpenAI's 401 text quotes part of the key ("Incorrect API key provided: sk-proj-***abcd");
+# that is the gateway's secret, not the client's, so it never reaches a client.
+_KEY_QUOTED = re.compile(r"(API key provided: )\S+", re.IGNORECASE)
+_KEY_LIKE = re.compile(r"\b(?:sk|gsk)[-_][A-Za-z0-9*_\-]{6,}")
+
+
+def _redact(message: str) -> str:
+    if "key" not in message.lower() and "sk" not in message:
+        return message
+    return _KEY_LIKE.sub("[redacted]", _KEY_QUOTED.sub(r"\1[redacted]", message))
+
+
+def _store_enabled(req: ChatRequest, up: Upstream) -> bool:
+    store = (req.extra or {}).get("store")
+    return (store if store is not None else up.params.get("store")) is True
+
+
+def _azure_has_max_completion_tokens(api_version: str) -> bool:
+    """Whether an Azure api-version's chat schema has ``max_completion_tokens``.
+
+    It appeared in 2024-09-01-preview; the GA spec 2024-10-21 does not list it. Later GA
+    versions and the version-less v1 API ("v1", "preview") have it.
+    """
+    if not api_version[:4].isdigit():
+        return True
+    date = api_version[:10]
+    if api_version.endswith("-preview"):
+        return date >= "2024-09-01"
+    return date > "2024-10-21"
 
 
 def _part(p) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from sluice.api.anthropic_dialect import (
     render_error,
     render_response,
     stop_reason,
-    unrecognised_fields,
 )
 from sluice.schema import (
     ChatChunk,
@@ -214,21 +213,34 @@ def test_sampling_and_stream_fields() -> None:
     assert req.stream is True and req.include_usage is True
 
 
-def test_known_and_unknown_fields_are_ignored_not_forwarded() -> None:
+def test_anthropic_only_fields_pass_through_as_extra_for_anthropic() -> None:
     req = parse_request(
         body(
             thinking={"type": "enabled", "budget_tokens": 2048},
             service_tier="auto",
             container="c_1",
             context_management={"edits": []},
-            mcp_servers=[],
+            output_config={"effort": "low", "format": {"type": "json_schema", "schema": {"type": "object"}}},
             some_future_field=True,
+            mcp_servers=[],
+            workspace_id="wrkspc_1",
+            anthropic_version="bedrock-2023-05-31",
+            temperature=0.5,
         )
     )
-    assert req.extra is None
-    assert req.messages == [Message(role="user", content=[TextPart(text="Hello, world")])]
-    payload = body(thinking={"type": "disabled"}, temperature=0.5, some_future_field=1)
-    assert unrecognised_fields(payload) == ["some_future_field"]
+    assert req.extra == {
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "service_tier": "auto",
+        "container": "c_1",
+        "context_management": {"edits": []},
+        "output_config": {"effort": "low"},
+        "some_future_field": True,
+    }
+    assert req.extra_dialect == "anthropic"
+    assert req.temperature == 0.5
+    assert req.response_format == ResponseFormat(type="json_schema", name="response", schema={"type": "object"})
+    plain = parse_request(body(output_config={"format": {"type": "json_schema", "schema": {}}}))
+    assert plain.extra is None and plain.extra_dialect is None
 
 
 def test_system_string_and_blocks() -> None:
