@@ -56,7 +56,9 @@ matches the full model name or its base; ``format`` is one of ``openai``, ``azur
 ``anthropic``, ``gemini``, ``tgi``; ``count`` limits how many requests the rule applies to.
 The first matching rule overlays the model's own directives.
 ``GET /_mock/requests`` returns ``{"requests": [{time, method, path, query, format, model,
-headers, body}], "counters": {model: n}}`` with secrets redacted.
+headers, body}], "counters": {model: n}}`` with secrets redacted. Streams paced with
+``chunk_delay`` or ``stall`` also carry ``outcome`` (``completed`` or ``client_gone``, when the
+client hung up mid-stream) and ``chunks_sent``.
 """
 
 from sluice.mock.faults import Fault, FaultRule, Plan, parse_model

@@ -66,6 +66,9 @@ def error_headers(err: ApiError) -> dict[str, str] | None:
     return {"Retry-After": text, "retry-after-ms": str(int(seconds * 1000))}
 
 
+LOG_ENTRY: web.RequestKey[Any] = web.RequestKey("sluice_mock_log_entry", object)
+
+
 async def serve(request: web.Request, ep: Endpoint) -> web.StreamResponse:
     state = request.app[STATE]
     raw = await request.read()
@@ -76,7 +79,7 @@ async def serve(request: web.Request, ep: Endpoint) -> web.StreamResponse:
         state.record(request, ep.fmt, None, body)
         return ep.error(ApiError(400, "We could not parse the JSON body of your request."))
     model = ep.model_of(request, body)
-    state.record(request, ep.fmt, model, body)
+    request[LOG_ENTRY] = state.record(request, ep.fmt, model, body)
     try:
         ep.auth(request)
         ctx = ep.validate(request, body)
@@ -121,6 +124,7 @@ async def send_events(
         await resp.write_eof()
         return resp
     delay = plan.chunk_delay_ms / 1000
+    entry = request.get(LOG_ENTRY)
     for i, event in enumerate(events):
         if plan.cut is not None and i >= plan.cut:
             return _hang_up(request, resp)
@@ -128,11 +132,27 @@ async def send_events(
             await asyncio.sleep(plan.stall_ms / 1000)
         elif i and delay:
             await asyncio.sleep(delay)
-        await resp.write(event)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # The client hung up mid-stream: note it, so callers can check it cancelled.
+            _outcome(entry, "client_gone", i)
+            return resp
+        try:
+            await resp.write(event)
+        except ConnectionError:
+            _outcome(entry, "client_gone", i)
+            return resp
     if plan.cut is not None:
         return _hang_up(request, resp)
     await resp.write_eof()
+    _outcome(entry, "completed", len(events))
     return resp
+
+
+def _outcome(entry: dict | None, outcome: str, chunks_sent: int) -> None:
+    if entry is not None:
+        entry["outcome"] = outcome
+        entry["chunks_sent"] = chunks_sent
 
 
 def _hang_up(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:

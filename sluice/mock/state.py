@@ -51,14 +51,16 @@ class MockState:
     def next_id(self) -> int:
         return next(self._ids)
 
-    def record(self, request: Any, fmt: str, model: str | None, body: Any) -> None:
-        """Remember what arrived, secrets redacted; counters are kept even when logging is off."""
+    def record(self, request: Any, fmt: str, model: str | None, body: Any) -> dict[str, Any] | None:
+        """Remember what arrived, secrets redacted; counters are kept even when logging is off.
+
+        Returns the log entry so a streaming answer can add how it ended ("outcome").
+        """
         if model is not None:
             self.counters[model] = self.counters.get(model, 0) + 1
         if not self.options.record_requests:
-            return
-        self.log.append(
-            {
+            return None
+        entry = {
                 "time": time.time(),
                 "method": request.method,
                 "path": request.path,
@@ -68,7 +70,8 @@ class MockState:
                 "headers": redact_headers(request.headers),
                 "body": body,
             }
-        )
+        self.log.append(entry)
+        return entry
 
     def plan(self, model: str, fmt: str) -> Plan:
         """The fault/latency plan for one (valid) request. Raises DirectiveError."""

@@ -7,6 +7,8 @@ deployment's base URL can be ``http://mock/tgi/llama+fail=503``.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,24 @@ def _model_of(request: web.Request, body: Any) -> str:
     return request.match_info.get("model", DEFAULT_MODEL)
 
 
+# The last user turn of a prompt rendered with a common chat template (ChatML, Llama 3,
+# Mistral, Zephyr), so TGI replies echo what the user said, like the other formats do.
+_USER_TURNS = (
+    re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S),
+    re.compile(r"<\|start_header_id\|>user<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>", re.S),
+    re.compile(r"\[INST\] (.*?) \[/INST\]", re.S),
+    re.compile(r"<\|user\|>\n(.*?)</s>", re.S),
+)
+
+
+def last_user_turn(prompt: str) -> str:
+    for pattern in _USER_TURNS:
+        turns = pattern.findall(prompt)
+        if turns:
+            return turns[-1]
+    return prompt
+
+
 def _invalid(message: str) -> ApiError:
     return ApiError(422, f"Input validation error: {message}")
 
@@ -67,7 +87,7 @@ def _validate(request: web.Request, body: Any) -> GenerateCtx:
     params = body.get("parameters") or {}
     if not isinstance(params, dict):
         raise ApiError(422, "Failed to deserialize the JSON body into the target type: parameters: invalid type, expected struct GenerateParameters")
-    conv = Conversation(last_user_text=inputs, input_chars=len(inputs))
+    conv = Conversation(last_user_text=last_user_turn(inputs), input_chars=len(inputs))
     _check_parameters(params, conv)
     return GenerateCtx(conv, inputs, bool(params.get("details")), bool(params.get("return_full_text")), params.get("seed"))
 

@@ -126,15 +126,21 @@ class Router:
         return group
 
     def order(self, group: ModelGroup) -> list[Deployment]:
-        """Weighted-random first choice; the rest follow as failover candidates."""
+        """Weighted-random first choice; the rest follow as failover candidates.
+
+        Weight 0 means "standby": never chosen first while another deployment has weight,
+        tried after the weighted ones when they fail.
+        """
         deps = group.deployments
         if len(deps) == 1:
             return deps
-        live = [d for d in deps if d.weight > 0] or deps
-        first = random.choices(live, weights=[d.weight or 1 for d in live])[0]
-        rest = [d for d in live if d is not first]
+        weighted = [d for d in deps if d.weight > 0] or deps
+        first = random.choices(weighted, weights=[d.weight or 1 for d in weighted])[0]
+        if not group.failover:
+            return [first]
+        rest = [d for d in weighted if d is not first]
         random.shuffle(rest)
-        return [first, *rest] if group.failover else [first]
+        return [first, *rest, *(d for d in deps if d not in weighted)]
 
     # ---- calling --------------------------------------------------------------------------
 

@@ -1,0 +1,100 @@
+"""End-to-end fixtures: the provider emulator and a gateway in front of it, on ephemeral ports.
+
+Clients are the official SDKs. Every provider kind is configured against the one emulator.
+"""
+
+from __future__ import annotations
+
+import anthropic
+import openai
+import pytest
+import pytest_asyncio
+
+from sluice.config import parse_config
+from sluice.mock import start_mock
+from sluice.server import start
+
+MASTER_KEY = "sk-sluice-e2e-master-key"
+
+# alias → (provider, upstream model)
+CHAT_MODELS = {
+    "gpt-mock": ("oai", "gpt-4o-mini"),
+    "claude-mock": ("claude", "claude-sonnet-4-5"),
+    "gemini-mock": ("gem", "gemini-2.5-flash"),
+    "tgi-mock": ("tgi", "tgi"),
+    "azure-mock": ("az", "my-gpt-deployment"),
+}
+TOOL_MODELS = ["gpt-mock", "claude-mock", "gemini-mock", "azure-mock"]  # TGI's native API has no tools
+
+
+def gateway_config(mock_url: str) -> dict:
+    models = {alias: {"deployments": [{"provider": p, "model": m}]} for alias, (p, m) in CHAT_MODELS.items()}
+    models.update({
+        "emb-openai": {"deployments": [{"provider": "oai", "model": "text-embedding-3-small"}]},
+        "emb-gemini": {"deployments": [{"provider": "gem", "model": "gemini-embedding-001"}]},
+        # The weighted deployment always fails; the standby (weight 0) must answer in the same call.
+        "flaky": {"deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini+fail=500", "name": "broken-one"},
+            {"provider": "claude", "model": "claude-sonnet-4-5", "weight": 0, "name": "standby"},
+        ]},
+        "rate-limited": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+fail=429+retry_after=7"}]},
+        "anthropic-overloaded": {"deployments": [{"provider": "claude", "model": "claude-x+fail=529"}]},
+        "gemini-bad-request": {"deployments": [{"provider": "gem", "model": "gemini-x+fail=400"}]},
+        "cut-stream": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+cut=4+chunk_delay=30"}]},
+        "cut-stream-claude": {"deployments": [{"provider": "claude", "model": "claude-x+cut=5+chunk_delay=30"}]},
+        "slow-stream": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+chunk_delay=300"}]},
+        "stalled": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+stall=5000",
+                                      "timeouts": {"idle": 0.5}}]},
+    })
+    return {
+        "server": {"master_key": MASTER_KEY, "access_log": False},
+        "providers": {
+            "oai": {"kind": "openai", "base_url": f"{mock_url}/v1", "api_key": "sk-upstream-openai"},
+            "claude": {"kind": "anthropic", "base_url": mock_url, "api_key": "sk-ant-upstream"},
+            "gem": {"kind": "gemini", "base_url": mock_url, "api_key": "gemini-upstream-key"},
+            "tgi": {"kind": "tgi", "base_url": f"{mock_url}/tgi/tgi-model"},
+            "az": {"kind": "azure", "base_url": mock_url, "api_key": "azure-upstream-key",
+                   "api_version": "2024-10-21"},
+        },
+        "models": models,
+    }
+
+
+@pytest_asyncio.fixture(scope="session")
+async def mock():
+    server = await start_mock("127.0.0.1", 0)
+    yield server
+    await server.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def gateway(mock):
+    running = await start(parse_config(gateway_config(mock.url)), "127.0.0.1", 0)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def oai(gateway) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=MASTER_KEY, max_retries=0)
+
+
+@pytest.fixture
+def claude(gateway) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=gateway.url, api_key=MASTER_KEY, max_retries=0)
+
+
+@pytest_asyncio.fixture
+async def upstream_log(mock):
+    """Clears the emulator's request log; returns a function reading what the upstream received."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        await s.delete(f"{mock.url}/_mock/requests")
+
+    async def read(model: str | None = None) -> list[dict]:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{mock.url}/_mock/requests", params={"model": model} if model else {}) as r:
+                return (await r.json())["requests"]
+
+    return read
