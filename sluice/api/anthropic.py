@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import uuid
 from typing import AsyncIterator
@@ -12,12 +11,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sluice.api import anthropic_dialect as dialect
-from sluice.api.http import JSONResponse, SSEResponse, bearer_token, error_response, read_json, request_id, route_headers
+from sluice.api.http import (
+    JSONResponse,
+    SSEResponse,
+    bearer_token,
+    encode_stream,
+    error_response,
+    internal_error,
+    read_json,
+    request_id,
+    route_headers,
+)
 from sluice.gateway import Call, Gateway
 from sluice.schema import ChatChunk, GatewayError
-
-log = logging.getLogger("sluice.api")
-
 
 def _render_error(err: GatewayError):
     return dialect.render_error(err)
@@ -44,8 +50,7 @@ class AnthropicRoutes:
         except GatewayError as err:
             return error_response(err, _render_error, route_headers(call.route))
         except Exception:  # noqa: BLE001 - a client never sees a stack trace
-            log.exception("unhandled error", extra={"request_id": call.request_id})
-            return error_response(GatewayError("server_error", "Internal gateway error."), _render_error)
+            return internal_error(call.request_id, _render_error)
 
     async def count_tokens(self, request: Request) -> Response:
         """An estimate (about four characters a token), so clients that budget context keep working.
@@ -66,22 +71,6 @@ class AnthropicRoutes:
         return JSONResponse({"input_tokens": max(1, math.ceil(chars / 4))})
 
 
-async def _encode(stream: AsyncIterator[ChatChunk], model: str, call: Call) -> AsyncIterator[bytes]:
+def _encode(stream: AsyncIterator[ChatChunk], model: str, call: Call) -> AsyncIterator[bytes]:
     encoder = dialect.StreamEncoder(f"msg_{uuid.uuid4().hex[:24]}", model)
-    failed = True
-    try:
-        async for chunk in stream:
-            data = encoder.encode(chunk)
-            if data:
-                yield data
-        failed = False
-    except GatewayError as err:
-        log.warning("stream failed mid-way: %s", err.message, extra={"request_id": call.request_id})
-        yield encoder.error(err)
-    except Exception:  # noqa: BLE001
-        log.exception("stream failed mid-way", extra={"request_id": call.request_id})
-        yield encoder.error(GatewayError("server_error", "Internal gateway error."))
-    finally:
-        await stream.aclose()
-    if not failed:
-        yield encoder.close()
+    return encode_stream(stream, encoder.encode, encoder.close, encoder.error, call.request_id)

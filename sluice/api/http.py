@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any, AsyncIterator, Callable
 
@@ -11,7 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from sluice.schema import GatewayError
+from sluice.schema import ChatChunk, GatewayError
+
+log = logging.getLogger("sluice.api")
 
 REQUEST_ID_KEY = "sluice.request_id"
 
@@ -129,3 +132,32 @@ def error_response(err: GatewayError, render: Callable[[GatewayError], tuple[int
     if err.retry_after is not None:
         headers["retry-after"] = str(max(0, int(err.retry_after + 0.999)))
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def encode_stream(stream: AsyncIterator[ChatChunk], encode: Callable[[ChatChunk], bytes],
+                        close: Callable[[], bytes], error: Callable[[GatewayError], bytes],
+                        rid: str) -> AsyncIterator[bytes]:
+    """Canonical chunks → a dialect's SSE bytes. A failure mid-way ends the stream with the
+    dialect's error event and without its normal ending, so clients know it is incomplete."""
+    failed = True
+    try:
+        async for chunk in stream:
+            data = encode(chunk)
+            if data:
+                yield data
+        failed = False
+    except GatewayError as err:
+        log.warning("stream failed mid-way: %s", err.message, extra={"request_id": rid})
+        yield error(err)
+    except Exception:  # noqa: BLE001 - a client never sees a stack trace
+        log.exception("stream failed mid-way", extra={"request_id": rid})
+        yield error(GatewayError("server_error", "Internal gateway error."))
+    finally:
+        await stream.aclose()
+    if not failed:
+        yield close()
+
+
+def internal_error(rid: str, render: Callable[[GatewayError], tuple[int, Any]]) -> JSONResponse:
+    log.exception("unhandled error", extra={"request_id": rid})
+    return error_response(GatewayError("server_error", "Internal gateway error."), render)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from typing import AsyncIterator
@@ -15,16 +14,15 @@ from sluice.api.http import (
     JSONResponse,
     SSEResponse,
     bearer_token,
+    encode_stream,
     error_response,
+    internal_error,
     read_json,
     request_id,
     route_headers,
 )
 from sluice.gateway import Call, Gateway
 from sluice.schema import ChatChunk, GatewayError
-
-log = logging.getLogger("sluice.api")
-
 
 class OpenAIRoutes:
     def __init__(self, gateway: Gateway, max_body_bytes: int) -> None:
@@ -46,8 +44,7 @@ class OpenAIRoutes:
         except GatewayError as err:
             return error_response(err, dialect.render_error, route_headers(call.route))
         except Exception:  # noqa: BLE001 - a client never sees a stack trace
-            log.exception("unhandled error", extra={"request_id": call.request_id})
-            return error_response(GatewayError("server_error", "Internal gateway error."), dialect.render_error)
+            return internal_error(call.request_id, dialect.render_error)
 
     async def embeddings(self, request: Request) -> Response:
         call = self._call(request)
@@ -59,8 +56,7 @@ class OpenAIRoutes:
         except GatewayError as err:
             return error_response(err, dialect.render_error, route_headers(call.route))
         except Exception:  # noqa: BLE001
-            log.exception("unhandled error", extra={"request_id": call.request_id})
-            return error_response(GatewayError("server_error", "Internal gateway error."), dialect.render_error)
+            return internal_error(call.request_id, dialect.render_error)
 
     async def list_models(self, request: Request) -> Response:
         call = self._call(request)
@@ -86,22 +82,6 @@ def _model(group) -> dict:
     return {"id": group.alias, "object": "model", "created": _CREATED, "owned_by": group.owned_by}
 
 
-async def _encode(stream: AsyncIterator[ChatChunk], model: str, include_usage: bool, call: Call) -> AsyncIterator[bytes]:
+def _encode(stream: AsyncIterator[ChatChunk], model: str, include_usage: bool, call: Call) -> AsyncIterator[bytes]:
     encoder = dialect.ChunkEncoder(f"chatcmpl-{uuid.uuid4().hex[:24]}", model, include_usage)
-    failed = True
-    try:
-        async for chunk in stream:
-            data = encoder.encode(chunk)
-            if data:
-                yield data
-        failed = False
-    except GatewayError as err:
-        log.warning("stream failed mid-way: %s", err.message, extra={"request_id": call.request_id})
-        yield dialect.stream_error(err)
-    except Exception:  # noqa: BLE001
-        log.exception("stream failed mid-way", extra={"request_id": call.request_id})
-        yield dialect.stream_error(GatewayError("server_error", "Internal gateway error."))
-    finally:
-        await stream.aclose()
-    if not failed:  # a stream that ends without [DONE] tells clients it is incomplete
-        yield encoder.close()
+    return encode_stream(stream, encoder.encode, encoder.close, dialect.stream_error, call.request_id)
