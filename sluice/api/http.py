@@ -72,23 +72,28 @@ class SSEResponse(Response):
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The stream runs in this task; a watcher task cancels it when the client goes away.
+        task = asyncio.current_task()
         disconnected = False
-        producer = asyncio.ensure_future(self._produce(send))
-        listener = asyncio.ensure_future(_wait_disconnect(receive))
+
+        def on_disconnect(watcher: asyncio.Future) -> None:
+            nonlocal disconnected
+            if not watcher.cancelled() and watcher.exception() is None:
+                disconnected = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        watcher.add_done_callback(on_disconnect)
         try:
-            done, _ = await asyncio.wait((producer, listener), return_when=asyncio.FIRST_COMPLETED)
-            if listener in done:
-                disconnected = True
-                producer.cancel()
-            else:
-                listener.cancel()
-            try:
-                await producer
-            except (asyncio.CancelledError, OSError):
-                disconnected = True
+            await self._produce(send)
+        except asyncio.CancelledError:
+            if not disconnected:
+                raise
+        except OSError:
+            disconnected = True
         finally:
-            if not producer.done():
-                producer.cancel()
+            watcher.remove_done_callback(on_disconnect)
+            watcher.cancel()
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 try:
@@ -97,6 +102,8 @@ class SSEResponse(Response):
                     pass
             if self.on_close is not None:
                 self.on_close(disconnected)
+        if disconnected:
+            task.uncancel()
 
     async def _produce(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
