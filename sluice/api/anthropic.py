@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import uuid
+import os
 from typing import AsyncIterator
 
 import msgspec
@@ -71,6 +71,6 @@ class AnthropicRoutes:
         return JSONResponse({"input_tokens": max(1, math.ceil(chars / 4))})
 
 
-def _encode(stream: AsyncIterator[ChatChunk], model: str, call: Call) -> AsyncIterator[bytes]:
-    encoder = dialect.StreamEncoder(f"msg_{uuid.uuid4().hex[:24]}", model)
+def _encode(stream: AsyncIterator[list[ChatChunk]], model: str, call: Call) -> AsyncIterator[bytes]:
+    encoder = dialect.StreamEncoder(f"msg_{os.urandom(12).hex()}", model)
     return encode_stream(stream, encoder.encode, encoder.close, encoder.error, call.request_id)

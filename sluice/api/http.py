@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import os
 from typing import Any, AsyncIterator, Callable
 
 import orjson
@@ -20,7 +20,7 @@ REQUEST_ID_KEY = "sluice.request_id"
 
 
 def request_id(scope: Scope) -> str:
-    return scope.get(REQUEST_ID_KEY) or uuid.uuid4().hex
+    return scope.get(REQUEST_ID_KEY) or os.urandom(16).hex()
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -141,15 +141,17 @@ def error_response(err: GatewayError, render: Callable[[GatewayError], tuple[int
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def encode_stream(stream: AsyncIterator[ChatChunk], encode: Callable[[ChatChunk], bytes],
+async def encode_stream(stream: AsyncIterator[list[ChatChunk]], encode: Callable[[ChatChunk], bytes],
                         close: Callable[[], bytes], error: Callable[[GatewayError], bytes],
                         rid: str) -> AsyncIterator[bytes]:
-    """Canonical chunks → a dialect's SSE bytes. A failure mid-way ends the stream with the
-    dialect's error event and without its normal ending, so clients know it is incomplete."""
+    """Batches of canonical chunks → a dialect's SSE bytes, one blob (one write) per batch.
+
+    A failure mid-way ends the stream with the dialect's error event and without its normal
+    ending, so clients know it is incomplete."""
     failed = True
     try:
-        async for chunk in stream:
-            data = encode(chunk)
+        async for batch in stream:
+            data = encode(batch[0]) if len(batch) == 1 else b"".join([encode(c) for c in batch])
             if data:
                 yield data
         failed = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
+import os
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,7 +33,7 @@ class RequestContext:
                     rid = value.decode()
                 break
         if rid is None:
-            rid = uuid.uuid4().hex
+            rid = os.urandom(16).hex()
         scope[REQUEST_ID_KEY] = rid
         rid_header = (b"x-request-id", rid.encode())
         started = time.perf_counter()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-import uuid
+import os
 from typing import AsyncIterator
 
 from starlette.requests import Request
@@ -82,6 +82,6 @@ def _model(group) -> dict:
     return {"id": group.alias, "object": "model", "created": _CREATED, "owned_by": group.owned_by}
 
 
-def _encode(stream: AsyncIterator[ChatChunk], model: str, include_usage: bool, call: Call) -> AsyncIterator[bytes]:
-    encoder = dialect.ChunkEncoder(f"chatcmpl-{uuid.uuid4().hex[:24]}", model, include_usage)
+def _encode(stream: AsyncIterator[list[ChatChunk]], model: str, include_usage: bool, call: Call) -> AsyncIterator[bytes]:
+    encoder = dialect.ChunkEncoder(f"chatcmpl-{os.urandom(12).hex()}", model, include_usage)
     return encode_stream(stream, encoder.encode, encoder.close, dialect.stream_error, call.request_id)

@@ -29,19 +29,24 @@ class ProviderClient:
             raise self._error(resp.status, resp.body, resp.headers)
         return self.adapter.chat_response(_json(resp.body, self.upstream.provider), req, self.upstream)
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """Yield canonical chunks; closing the iterator closes the upstream connection."""
+    async def stream(self, req: ChatRequest) -> AsyncIterator[list[ChatChunk]]:
+        """Yield canonical chunks in batches (one per network read); closing the iterator
+        closes the upstream connection."""
         wire = self.adapter.chat_request(req, self.upstream)
         resp, failed = await self.pool.open_stream(self.upstream.provider, wire, self.timeouts)
         if failed is not None:
             raise self._error(failed.status, failed.body, failed.headers)
         decoder = self.adapter.stream_decoder(req, self.upstream)
         try:
-            async for event in read_sse(resp, self.timeouts.idle, self.upstream.provider):
-                for chunk in decoder.feed(event):
-                    yield chunk
-            for chunk in decoder.finish():
-                yield chunk
+            async for events in read_sse(resp, self.upstream.provider):
+                batch: list[ChatChunk] = []
+                for event in events:
+                    batch.extend(decoder.feed(event))
+                if batch:
+                    yield batch
+            tail = list(decoder.finish())
+            if tail:
+                yield tail
         finally:
             # Releasing an unfinished response closes its connection: the upstream sees the
             # client go away and stops generating.

@@ -175,30 +175,36 @@ class Router:
             try:
                 first = await it.__anext__()
             except StopAsyncIteration:
-                return PrimedStream([], it)
+                return PrimedStream(None, it)
             except BaseException:
                 await it.aclose()
                 raise
-            return PrimedStream([first], it)
+            return PrimedStream(first, it)
 
         return await self._attempts(req, route, start)
 
 
 class PrimedStream:
-    """A stream whose first chunk has arrived: from here on errors go to the client in-stream."""
+    """A stream whose first chunks have arrived: from here on errors go to the client in-stream.
+
+    Iterates over batches of chunks (all that one upstream network read carried), so the
+    API layer can answer with one write per batch.
+    """
 
     __slots__ = ("_head", "_rest")
 
-    def __init__(self, head: list[ChatChunk], rest: AsyncIterator[ChatChunk]) -> None:
+    def __init__(self, head: list[ChatChunk] | None, rest: AsyncIterator[list[ChatChunk]]) -> None:
         self._head = head
         self._rest = rest
 
     def __aiter__(self) -> "PrimedStream":
         return self
 
-    async def __anext__(self) -> ChatChunk:
-        if self._head:
-            return self._head.pop()
+    async def __anext__(self) -> list[ChatChunk]:
+        head = self._head
+        if head is not None:
+            self._head = None
+            return head
         return await self._rest.__anext__()
 
     async def aclose(self) -> None:
