@@ -108,6 +108,7 @@ async def start(config: Config, host: str | None = None, port: int | None = None
                      lifespan=lifespan)
     uv_config = uvicorn.Config(app, host=host, port=port, loop="none", http="httptools", lifespan="on",
                                log_config=None, access_log=False, server_header=False, date_header=False,
+                               proxy_headers=False,  # client addresses are logged as seen; no header rewriting
                                timeout_graceful_shutdown=10)
     server = uvicorn.Server(uv_config)
     task = asyncio.ensure_future(server.serve())
