@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -102,7 +103,9 @@ def start_sluice(upstream: Proc, logdir: Path, cpus: set[int] | None, access_log
     port = free_port()
     config = logdir / f"{name}.yaml"
     config.write_text(SLUICE_YAML.format(access_log=str(access_log).lower(), upstream_port=upstream.port))
-    cmd = [SLUICE, "serve", "--config", str(config), "--port", str(port)]
+    # BENCH_SLUICE_CMD swaps the executable (e.g. another checkout's sluice) for comparisons.
+    base = shlex.split(os.environ["BENCH_SLUICE_CMD"]) if os.environ.get("BENCH_SLUICE_CMD") else [SLUICE]
+    cmd = [*base, "serve", "--config", str(config), "--port", str(port)]
     return spawn(name, cmd, port, logdir, cpus)
 
 

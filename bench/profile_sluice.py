@@ -1,6 +1,6 @@
 """Profile Sluice under wrk load with py-spy (dev tool: `.venv/bin/pip install py-spy`).
 
-    .venv/bin/python bench/profile.py --mode stream --connections 32 --duration 10
+    .venv/bin/python bench/profile_sluice.py --mode stream --connections 32 --duration 10
 
 Writes a speedscope/flamegraph/raw file under bench/results/ and prints the heaviest functions
 (own time and inclusive time) from py-spy's raw collapsed stacks.
