@@ -38,7 +38,7 @@ def serve(
 
     async def main() -> None:
         running = await start(cfg, host, port)
-        models = ", ".join(sorted(running_models(cfg))) or "none"
+        models = ", ".join(sorted(cfg.models)) or "none"
         err.print(f"[green]Sluice listening on {running.url}[/green]  models: {models}")
         try:
             await running.task
@@ -53,10 +53,6 @@ def serve(
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         pass
-
-
-def running_models(cfg) -> list[str]:
-    return list(cfg.models)
 
 
 @app.command()

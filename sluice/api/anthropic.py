@@ -25,10 +25,6 @@ from sluice.api.http import (
 from sluice.gateway import Call, Gateway
 from sluice.schema import ChatChunk, GatewayError
 
-def _render_error(err: GatewayError):
-    return dialect.render_error(err)
-
-
 class AnthropicRoutes:
     def __init__(self, gateway: Gateway, max_body_bytes: int) -> None:
         self.gateway = gateway
@@ -48,9 +44,9 @@ class AnthropicRoutes:
             resp = await self.gateway.chat(call, req)
             return JSONResponse(dialect.render_response(resp, req.model), headers=route_headers(call.route))
         except GatewayError as err:
-            return error_response(err, _render_error, route_headers(call.route))
+            return error_response(err, dialect.render_error, route_headers(call.route))
         except Exception:  # noqa: BLE001 - a client never sees a stack trace
-            return internal_error(call.request_id, _render_error)
+            return internal_error(call.request_id, dialect.render_error)
 
     async def count_tokens(self, request: Request) -> Response:
         """An estimate (about four characters a token), so clients that budget context keep working.
@@ -66,7 +62,7 @@ class AnthropicRoutes:
             req = dialect.parse_request(body)
             self.gateway.get_model(call, req.model)
         except GatewayError as err:
-            return error_response(err, _render_error)
+            return error_response(err, dialect.render_error)
         chars = len(msgspec.json.encode(req.messages)) + len(msgspec.json.encode(req.tools or []))
         return JSONResponse({"input_tokens": max(1, math.ceil(chars / 4))})
 

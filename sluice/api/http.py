@@ -63,12 +63,10 @@ class SSEResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, content: AsyncIterator[bytes], headers: dict[str, str] | None = None,
-                 on_close: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, content: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
         self.body_iterator = content
         self.status_code = 200
         self.background = None
-        self.on_close = on_close
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -90,7 +88,7 @@ class SSEResponse(Response):
             if not disconnected:
                 raise
         except OSError:
-            disconnected = True
+            pass  # the client's socket closed under a write: the same as a disconnect
         finally:
             watcher.remove_done_callback(on_disconnect)
             watcher.cancel()
@@ -99,9 +97,7 @@ class SSEResponse(Response):
                 try:
                     await aclose()
                 except Exception:  # noqa: BLE001 - closing must not mask the response outcome
-                    pass
-            if self.on_close is not None:
-                self.on_close(disconnected)
+                    log.debug("closing a stream failed", exc_info=True)
         if disconnected:
             task.uncancel()
 

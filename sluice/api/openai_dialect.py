@@ -29,12 +29,6 @@ from sluice.schema import (
     Usage,
 )
 
-# Parameters only OpenAI-family servers understand: passed through to them, dropped for others.
-OPENAI_ONLY = frozenset({
-    "logit_bias", "logprobs", "top_logprobs", "reasoning_effort", "service_tier", "store", "prediction",
-    "modalities", "audio", "web_search_options", "verbosity", "safety_identifier", "prompt_cache_key",
-    "prompt_cache_retention",
-})
 _HANDLED = frozenset({
     "model", "messages", "temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "stop", "n",
     "seed", "presence_penalty", "frequency_penalty", "tools", "tool_choice", "parallel_tool_calls",

@@ -165,7 +165,7 @@ def _parse_messages(messages: Any, conv: Conversation) -> None:
         elif role == "tool":
             call_id = msg.get("tool_call_id")
             if not isinstance(call_id, str) or call_id not in pending:
-                raise bad(f"Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.", f"{where}.role")
+                raise bad("Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.", f"{where}.role")
             pending.pop(call_id)
             conv.last_is_tool_result, conv.tool_result_text, conv.tool_result_name = True, text, names.get(call_id, "")
         elif role == "user":

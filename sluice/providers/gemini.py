@@ -24,7 +24,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 import time
