@@ -60,6 +60,14 @@ class ProviderConfig(Strict):
         return self
 
 
+class PricingConfig(Strict):
+    """USD per million tokens; overrides the shipped price table for one deployment."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+
+
 class DeploymentConfig(Strict):
     provider: str
     model: str  # upstream model name; "*" takes the name the client asked for (wildcard aliases)
@@ -67,6 +75,7 @@ class DeploymentConfig(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     timeouts: TimeoutsConfig | None = None
     name: str | None = None  # shown in x-sluice-deployment; default "<provider>/<model>"
+    pricing: PricingConfig | None = None
 
 
 class ModelConfig(Strict):
@@ -86,8 +95,62 @@ class ServerConfig(Strict):
     detect_ollama: bool = True
 
 
+class DatabaseConfig(Strict):
+    # Default: $SLUICE_DATABASE_URL, else a SQLite file ./sluice.db. PostgreSQL: postgresql://…
+    url: str | None = None
+
+
+class RedisConfig(Strict):
+    # Default: $SLUICE_REDIS_URL; without one, shared state stays in-process (one instance).
+    url: str | None = None
+    prefix: str = "sluice"
+
+
+class JWTClaimsConfig(Strict):
+    user: str = "sub"
+    email: str = "email"
+    team: str = "team"
+    roles: str = "roles"
+
+
+class JWTConfig(Strict):
+    jwks_url: str | None = None
+    public_key: str | None = None  # PEM, instead of a JWKS URL
+    issuer: str | None = None
+    audience: str | list[str] | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    claims: JWTClaimsConfig = Field(default_factory=JWTClaimsConfig)
+    jwks_cache_seconds: float = Field(300, gt=0)
+    leeway_seconds: float = Field(30, ge=0)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> "JWTConfig":
+        if bool(self.jwks_url) == bool(self.public_key):
+            raise ValueError("give exactly one of jwks_url or public_key")
+        return self
+
+
+class AuthConfig(Strict):
+    jwt: JWTConfig | None = None
+    # Seconds a key looked up in the database is trusted without asking again; revocations are
+    # also pushed over Redis, so this only bounds staleness when Redis is not configured.
+    cache_ttl: float = Field(30, gt=0)
+
+
+class LedgerConfig(Strict):
+    enabled: bool = True
+    batch_size: int = Field(500, gt=0)
+    flush_interval: float = Field(0.5, gt=0)
+    queue_size: int = Field(100_000, gt=0)
+    spill_path: str = ".sluice/ledger-spill.jsonl"
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     # Let clients name "<provider>/<upstream model>" directly without declaring an alias.

@@ -10,11 +10,30 @@ from sluice.schema import GatewayError
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    kind: str  # "master" | "anonymous"
-    id: str
+    """Who is calling, as every later stage and the admin API see it.
+
+    ``models`` is the allow-list in force (the key's narrowed by its team's); None = all.
+    """
+
+    kind: str  # "master" | "anonymous" | "key" | "jwt"
+    id: str  # "master", "anonymous", the key id, or the user id for a JWT
+    role: str = "admin"  # admin | team_admin | member | viewer
+    key_id: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    models: tuple[str, ...] | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        if self.kind in ("master", "anonymous"):
+            return self.kind
+        return f"{self.kind}:{self.id}"
 
 
-ANONYMOUS = Principal("anonymous", "anonymous")
+ANONYMOUS = Principal("anonymous", "anonymous", role="anonymous")  # the admin API refuses it
 MASTER = Principal("master", "master")
 
 
