@@ -1,6 +1,7 @@
 """The one place that knows the order of the stages around a model call.
 
-    auth → (limits, prompts, guardrails, cache: later stages) → router → providers
+    auth → access → (limits, prompts, guardrails, cache: later stages) → router → providers
+    … and back up: usage recorded in the ledger for every call, failed ones included.
 
 A ``Call`` carries what one client request needs on its way down and back up; stages read
 and annotate it, none calls another.
@@ -8,18 +9,31 @@ and annotate it, none calls another.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from datetime import datetime, timezone
+from typing import AsyncIterator, Callable
 
 from sluice.config import Config
+from sluice.observability.ledger import UsageEvent
 from sluice.policies.auth import Authenticator, Principal
 from sluice.providers.http import HttpPool, Timeouts
-from sluice.routing.router import ModelGroup, PrimedStream, ProviderSpec, Route, Router
-from sluice.schema import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, GatewayError
+from sluice.routing.router import DeploymentSpec, ModelGroup, PrimedStream, ProviderSpec, Route, Router
+from sluice.schema import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    GatewayError,
+    Usage,
+)
 
 log = logging.getLogger("sluice.gateway")
+
+CLIENT_GONE = 499  # the status recorded when the client left before the answer ended
 
 
 @dataclass(slots=True)
@@ -27,76 +41,192 @@ class Call:
     request_id: str
     dialect: str  # inbound API: "openai" | "anthropic"
     credential: str | None = None
+    end_user: str | None = None  # from the x-sluice-end-user header; the request's `user` wins
+    tags: tuple[str, ...] = ()
     principal: Principal | None = None
     route: Route = field(default_factory=Route)
     started: float = field(default_factory=time.perf_counter)
+    ts: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     first_token_at: float | None = None
+    usage: Usage | None = None
+    status: int = 200
+    error_kind: str | None = None
+
+    def fail(self, err: GatewayError) -> None:
+        self.status, self.error_kind = err.status, err.kind
 
 
 class Gateway:
-    def __init__(self, router: Router, auth: Authenticator) -> None:
+    def __init__(self, router: Router, auth: Authenticator,
+                 record: Callable[[UsageEvent], None] | None = None) -> None:
         self.router = router
         self.auth = auth
+        self.record = record  # the ledger's non-blocking record(); None = no ledger
 
     @classmethod
-    def from_config(cls, config: Config, provider_urls: dict[str, str] | None = None) -> "Gateway":
+    def from_config(cls, config: Config, provider_urls: dict[str, str] | None = None,
+                    auth: Authenticator | None = None,
+                    record: Callable[[UsageEvent], None] | None = None) -> "Gateway":
         """``provider_urls`` supplies base URLs decided at start-up (the in-process emulator's port)."""
-        pool = HttpPool()
-        specs: dict[str, ProviderSpec] = {}
-        for name, p in config.providers.items():
-            kind = "openai-compatible" if p.kind == "emulator" else p.kind
-            base_url = (provider_urls or {}).get(name) or p.base_url or ""
-            specs[name] = ProviderSpec(
-                name=name, kind=kind, base_url=base_url, api_key=p.api_key or ("emulator" if p.kind == "emulator"
-                                                                               else None),
-                api_version=p.api_version, headers=dict(p.headers), options=dict(p.options),
-                timeouts=_timeouts(p.timeouts),
-            )
-        router = Router(pool, specs, passthrough=config.passthrough)
-        for alias, m in config.models.items():
-            router.add_alias(
-                alias,
-                [(d.provider, d.model, d.weight, d.params, _timeouts(d.timeouts) if d.timeouts else None, d.name)
-                 for d in m.deployments],
-                failover=m.failover,
-                description=m.description,
-            )
-        return cls(router, Authenticator(config.server.master_key))
+        return cls(build_router(config, provider_urls), auth or Authenticator(config.server.master_key), record)
 
     async def close(self) -> None:
         await self.router.pool.close()
 
     # ---- stages ---------------------------------------------------------------------------
 
-    def _admit(self, call: Call) -> None:
-        call.principal = self.auth.authenticate(call.credential)
+    async def _admit(self, call: Call, model: str | None) -> Principal:
+        principal = await self.auth.authenticate(call.credential)
+        call.principal = principal
+        if model is not None and not may_use(principal, model):
+            raise GatewayError("permission", f"This key is not allowed to use the model '{model}'.",
+                               param="model", code="model_not_allowed")
+        return principal
 
     async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
-        self._admit(call)
-        return await self.router.chat(req, call.route)
+        try:
+            await self._admit(call, req.model)
+            resp = await self.router.chat(req, call.route)
+            call.usage = resp.usage
+            return resp
+        except GatewayError as err:
+            call.fail(err)
+            raise
+        finally:
+            self._record(call, req.model, "chat", req.user, stream=False)
 
-    async def stream(self, call: Call, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """Errors before the first chunk raise here; later ones are raised by the iterator."""
-        self._admit(call)
-        primed = await self.router.stream(req, call.route)
+    async def stream(self, call: Call, req: ChatRequest) -> AsyncIterator[list[ChatChunk]]:
+        """Errors before the first chunk raise here; later ones are raised by the iterator.
+
+        The ledger row is written when the returned stream ends, fails or is closed early.
+        """
+        try:
+            await self._admit(call, req.model)
+            primed = await self.router.stream(req, call.route)
+        except GatewayError as err:
+            call.fail(err)
+            self._record(call, req.model, "chat", req.user, stream=True)
+            raise
         call.first_token_at = time.perf_counter()
-        return primed
+        return MeteredStream(primed, call, lambda: self._record(call, req.model, "chat", req.user, stream=True))
 
     async def embed(self, call: Call, req: EmbeddingRequest) -> EmbeddingResponse:
-        self._admit(call)
-        return await self.router.embed(req, call.route)
+        try:
+            await self._admit(call, req.model)
+            resp = await self.router.embed(req, call.route)
+            call.usage = Usage(input_tokens=resp.usage.input_tokens)
+            return resp
+        except GatewayError as err:
+            call.fail(err)
+            raise
+        finally:
+            self._record(call, req.model, "embeddings", req.user, stream=False)
 
-    def list_models(self, call: Call) -> list[ModelGroup]:
-        self._admit(call)
-        return list(self.router.groups.values())
+    async def list_models(self, call: Call) -> list[ModelGroup]:
+        principal = await self._admit(call, None)
+        return [g for g in self.router.groups.values() if may_use(principal, g.alias)]
 
-    def get_model(self, call: Call, model: str) -> ModelGroup:
-        self._admit(call)
+    async def get_model(self, call: Call, model: str) -> ModelGroup:
+        await self._admit(call, model)
         return self.router.resolve(model)
+
+    # ---- usage ----------------------------------------------------------------------------
+
+    def _record(self, call: Call, model: str, endpoint: str, user: str | None, stream: bool) -> None:
+        if self.record is None:
+            return
+        p, route, usage = call.principal, call.route, call.usage or Usage()
+        now = time.perf_counter()
+        try:
+            self.record(UsageEvent(
+                request_id=call.request_id, ts=call.ts, dialect=call.dialect, endpoint=endpoint, model=model,
+                status=call.status, key_id=p.key_id if p else None, team_id=p.team_id if p else None,
+                user_id=p.user_id if p else None, end_user=user or call.end_user,
+                tags=sorted({*(p.tags if p else ()), *call.tags}), provider=route.provider,
+                deployment=route.deployment, upstream_model=route.upstream_model, stream=stream,
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                cached_tokens=usage.cached_tokens, latency_ms=(now - call.started) * 1000,
+                ttft_ms=(call.first_token_at - call.started) * 1000 if call.first_token_at else None,
+                error_type=call.error_kind, attempts=route.attempts,
+                fallback=route.attempts > 1, pricing=route.pricing,
+            ))
+        except Exception:  # noqa: BLE001 - accounting must never break the answer
+            log.exception("could not record usage", extra={"request_id": call.request_id})
+
+
+class MeteredStream:
+    """Passes batches through, keeps the latest usage, and records the call exactly once."""
+
+    __slots__ = ("_inner", "_call", "_done", "_finished")
+
+    def __init__(self, inner: PrimedStream, call: Call, done: Callable[[], None]) -> None:
+        self._inner = inner
+        self._call = call
+        self._done = done
+        self._finished = False
+
+    def __aiter__(self) -> "MeteredStream":
+        return self
+
+    async def __anext__(self) -> list[ChatChunk]:
+        try:
+            batch = await self._inner.__anext__()
+        except StopAsyncIteration:
+            self._finish()
+            raise
+        except GatewayError as err:
+            self._call.fail(err)
+            self._finish()
+            raise
+        for chunk in batch:
+            if chunk.usage is not None:
+                self._call.usage = chunk.usage
+        return batch
+
+    async def aclose(self) -> None:
+        if not self._finished:  # closed before the end: the client went away
+            self._call.status, self._call.error_kind = CLIENT_GONE, "client_disconnected"
+            self._finish()
+        await self._inner.aclose()
+
+    def _finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._done()
+
+
+def may_use(principal: Principal, model: str) -> bool:
+    allowed = principal.models
+    if allowed is None:
+        return True
+    return any(model == a or fnmatch.fnmatchcase(model, a) for a in allowed)
+
+
+def build_router(config: Config, provider_urls: dict[str, str] | None = None) -> Router:
+    specs: dict[str, ProviderSpec] = {}
+    for name, p in config.providers.items():
+        kind = "openai-compatible" if p.kind == "emulator" else p.kind
+        base_url = (provider_urls or {}).get(name) or p.base_url or ""
+        specs[name] = ProviderSpec(
+            name=name, kind=kind, base_url=base_url,
+            api_key=p.api_key or ("emulator" if p.kind == "emulator" else None),
+            api_version=p.api_version, headers=dict(p.headers), options=dict(p.options),
+            timeouts=_timeouts(p.timeouts),
+        )
+    router = Router(HttpPool(), specs, passthrough=config.passthrough)
+    for alias, m in config.models.items():
+        router.add_alias(
+            alias,
+            [DeploymentSpec(d.provider, d.model, d.weight, d.params, _timeouts(d.timeouts) if d.timeouts else None,
+                            d.name, d.pricing) for d in m.deployments],
+            failover=m.failover,
+            description=m.description,
+        )
+    return router
 
 
 def _timeouts(t) -> Timeouts:
     return Timeouts(connect=t.connect, total=t.total, first_token=t.first_token, idle=t.idle)
 
 
-__all__ = ["Call", "Gateway", "GatewayError", "PrimedStream"]
+__all__ = ["CLIENT_GONE", "Call", "Gateway", "GatewayError", "MeteredStream", "may_use"]

@@ -15,6 +15,7 @@ from sluice.api.http import (
     JSONResponse,
     SSEResponse,
     bearer_token,
+    caller_context,
     encode_stream,
     error_response,
     internal_error,
@@ -32,7 +33,8 @@ class AnthropicRoutes:
 
     def _call(self, request: Request) -> Call:
         credential = request.headers.get("x-api-key") or bearer_token(request)
-        return Call(request_id=request_id(request.scope), dialect="anthropic", credential=credential)
+        return Call(request_id=request_id(request.scope), dialect="anthropic", credential=credential,
+                    **caller_context(request))
 
     async def messages(self, request: Request) -> Response:
         call = self._call(request)
@@ -60,7 +62,7 @@ class AnthropicRoutes:
             if isinstance(body, dict) and "max_tokens" not in body:
                 body = {**body, "max_tokens": 1}  # count_tokens does not take max_tokens
             req = dialect.parse_request(body)
-            self.gateway.get_model(call, req.model)
+            await self.gateway.get_model(call, req.model)
         except GatewayError as err:
             return error_response(err, dialect.render_error)
         chars = len(msgspec.json.encode(req.messages)) + len(msgspec.json.encode(req.tools or []))

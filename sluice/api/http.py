@@ -38,6 +38,16 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise GatewayError("invalid_request", "The request body is not valid JSON.") from None
 
 
+def caller_context(request: Request) -> dict[str, Any]:
+    """Attribution a client may add to a call: its end user and tags (x-sluice-end-user, x-sluice-tags)."""
+    headers = request.headers
+    tags = headers.get("x-sluice-tags")
+    return {
+        "end_user": headers.get("x-sluice-end-user") or None,
+        "tags": tuple(t.strip() for t in tags.split(",") if t.strip()) if tags else (),
+    }
+
+
 def bearer_token(request: Request) -> str | None:
     auth = request.headers.get("authorization")
     if auth:

@@ -14,6 +14,7 @@ from sluice.api.http import (
     JSONResponse,
     SSEResponse,
     bearer_token,
+    caller_context,
     encode_stream,
     error_response,
     internal_error,
@@ -30,7 +31,8 @@ class OpenAIRoutes:
         self.max_body = max_body_bytes
 
     def _call(self, request: Request) -> Call:
-        return Call(request_id=request_id(request.scope), dialect="openai", credential=bearer_token(request))
+        return Call(request_id=request_id(request.scope), dialect="openai", credential=bearer_token(request),
+                    **caller_context(request))
 
     async def chat_completions(self, request: Request) -> Response:
         call = self._call(request)
@@ -61,7 +63,7 @@ class OpenAIRoutes:
     async def list_models(self, request: Request) -> Response:
         call = self._call(request)
         try:
-            groups = self.gateway.list_models(call)
+            groups = await self.gateway.list_models(call)
         except GatewayError as err:
             return error_response(err, dialect.render_error)
         return JSONResponse({"object": "list", "data": [_model(g) for g in groups]})
@@ -69,7 +71,7 @@ class OpenAIRoutes:
     async def get_model(self, request: Request) -> Response:
         call = self._call(request)
         try:
-            group = self.gateway.get_model(call, request.path_params["model"])
+            group = await self.gateway.get_model(call, request.path_params["model"])
         except GatewayError as err:
             return error_response(err, dialect.render_error)
         return JSONResponse(_model(group))

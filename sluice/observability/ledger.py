@@ -7,6 +7,7 @@ file, replay, flush on shutdown) is being written.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -40,3 +41,5 @@ class UsageEvent(msgspec.Struct, kw_only=True):
     # Filled by the ledger from the price table (or the deployment's override) before writing.
     cost_usd: float = 0.0
     cost_unknown: bool = False
+    # The deployment's price override (config PricingConfig) for the ledger to price with; not stored.
+    pricing: Any = None

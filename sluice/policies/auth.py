@@ -51,7 +51,7 @@ class Authenticator:
     def open(self) -> bool:
         return self._master is None
 
-    def authenticate(self, credential: str | None) -> Principal:
+    async def authenticate(self, credential: str | None) -> Principal:
         if self._master is None:
             return ANONYMOUS
         if not credential:

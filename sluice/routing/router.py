@@ -23,10 +23,24 @@ T = TypeVar("T")
 
 
 @dataclass(slots=True)
+class DeploymentSpec:
+    """A deployment as configured; ``model`` "*" takes the name the client asked for."""
+
+    provider: str
+    model: str
+    weight: float = 1.0
+    params: dict = field(default_factory=dict)
+    timeouts: Timeouts | None = None
+    name: str | None = None
+    pricing: object | None = None  # per-deployment price override, read by the ledger
+
+
+@dataclass(slots=True)
 class Deployment:
     name: str
     client: ProviderClient
     weight: float = 1.0
+    pricing: object | None = None
 
     @property
     def provider(self) -> str:
@@ -54,8 +68,8 @@ class Route:
     deployment: str | None = None
     provider: str | None = None
     upstream_model: str | None = None
+    pricing: object | None = None
     attempts: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -76,7 +90,7 @@ class Router:
         self.providers = providers
         self.passthrough = passthrough
         self.groups: dict[str, ModelGroup] = {}
-        self.patterns: list[tuple[str, list[tuple[str, str, float, dict, Timeouts | None, str | None]], bool]] = []
+        self.patterns: list[tuple[str, list[DeploymentSpec], bool]] = []
         self._wild_cache: dict[str, ModelGroup] = {}
 
     # ---- building -------------------------------------------------------------------------
@@ -90,18 +104,17 @@ class Router:
         )
         return ProviderClient(adapter_for(spec.kind), upstream, self.pool, timeouts or spec.timeouts)
 
-    def add_alias(self, alias: str, deployments: list[tuple[str, str, float, dict, Timeouts | None, str | None]],
-                  failover: bool = True, description: str | None = None) -> None:
-        """``deployments``: (provider, upstream model, weight, params, timeouts, display name)."""
+    def add_alias(self, alias: str, deployments: list[DeploymentSpec], failover: bool = True,
+                  description: str | None = None) -> None:
         if any(ch in alias for ch in "*?["):
             self.patterns.append((alias, deployments, failover))
             return
-        self.groups[alias] = ModelGroup(alias, [self._deployment(d, d[1]) for d in deployments], failover,
-                                        description, owned_by=deployments[0][0])
+        self.groups[alias] = ModelGroup(alias, [self._deployment(d, d.model) for d in deployments], failover,
+                                        description, owned_by=deployments[0].provider)
 
-    def _deployment(self, d, model: str) -> Deployment:
-        provider, _, weight, params, timeouts, name = d
-        return Deployment(name or f"{provider}/{model}", self.client_for(provider, model, params, timeouts), weight)
+    def _deployment(self, d: DeploymentSpec, model: str) -> Deployment:
+        client = self.client_for(d.provider, model, d.params, d.timeouts)
+        return Deployment(d.name or f"{d.provider}/{model}", client, d.weight, d.pricing)
 
     # ---- resolving ------------------------------------------------------------------------
 
@@ -111,8 +124,8 @@ class Router:
             return group
         for pattern, deployments, failover in self.patterns:
             if fnmatch.fnmatchcase(model, pattern):
-                group = ModelGroup(model, [self._deployment(d, model if d[1] == "*" else d[1]) for d in deployments],
-                                   failover, owned_by=deployments[0][0])
+                group = ModelGroup(model, [self._deployment(d, model if d.model == "*" else d.model)
+                                           for d in deployments], failover, owned_by=deployments[0].provider)
                 break
         else:
             provider, sep, upstream_model = model.partition("/")
@@ -152,12 +165,12 @@ class Router:
             route.attempts += 1
             route.deployment, route.provider = dep.name, dep.provider
             route.upstream_model = dep.client.upstream.model
+            route.pricing = dep.pricing
             try:
                 return await call(dep, _for_family(req, dep.family))
             except GatewayError as err:
                 if not err.retryable:
                     raise
-                route.errors.append(f"{dep.name}: {err.status}")
                 last = err
         assert last is not None
         raise last
