@@ -9,6 +9,7 @@ and annotate it, none calls another.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
 import time
@@ -55,6 +56,9 @@ class Call:
     def fail(self, err: GatewayError) -> None:
         self.status, self.error_kind = err.status, err.kind
 
+    def abandon(self) -> None:
+        self.status, self.error_kind = CLIENT_GONE, "client_disconnected"
+
 
 class Gateway:
     def __init__(self, router: Router, auth: Authenticator,
@@ -92,6 +96,9 @@ class Gateway:
         except GatewayError as err:
             call.fail(err)
             raise
+        except asyncio.CancelledError:
+            call.abandon()
+            raise
         finally:
             self._record(call, req.model, "chat", req.user, stream=False)
 
@@ -103,8 +110,11 @@ class Gateway:
         try:
             await self._admit(call, req.model)
             primed = await self.router.stream(req, call.route)
-        except GatewayError as err:
-            call.fail(err)
+        except (GatewayError, asyncio.CancelledError) as err:
+            if isinstance(err, GatewayError):
+                call.fail(err)
+            else:
+                call.abandon()
             self._record(call, req.model, "chat", req.user, stream=True)
             raise
         call.first_token_at = time.perf_counter()
@@ -118,6 +128,9 @@ class Gateway:
             return resp
         except GatewayError as err:
             call.fail(err)
+            raise
+        except asyncio.CancelledError:
+            call.abandon()
             raise
         finally:
             self._record(call, req.model, "embeddings", req.user, stream=False)
@@ -185,7 +198,7 @@ class MeteredStream:
 
     async def aclose(self) -> None:
         if not self._finished:  # closed before the end: the client went away
-            self._call.status, self._call.error_kind = CLIENT_GONE, "client_disconnected"
+            self._call.abandon()
             self._finish()
         await self._inner.aclose()
 

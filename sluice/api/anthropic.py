@@ -14,6 +14,7 @@ from sluice.api import anthropic_dialect as dialect
 from sluice.api.http import (
     JSONResponse,
     SSEResponse,
+    Watched,
     bearer_token,
     caller_context,
     encode_stream,
@@ -36,10 +37,16 @@ class AnthropicRoutes:
         return Call(request_id=request_id(request.scope), dialect="anthropic", credential=credential,
                     **caller_context(request))
 
-    async def messages(self, request: Request) -> Response:
+    async def messages(self, request: Request) -> Response | Watched:
         call = self._call(request)
         try:
             req = dialect.parse_request(await read_json(request, self.max_body))
+        except GatewayError as err:
+            return error_response(err, dialect.render_error)
+        return Watched(lambda: self._messages(call, req))
+
+    async def _messages(self, call: Call, req) -> Response:
+        try:
             if req.stream:
                 stream = await self.gateway.stream(call, req)
                 return SSEResponse(_encode(stream, req.model, call), headers=route_headers(call.route))

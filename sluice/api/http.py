@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 from starlette.requests import Request
@@ -65,11 +65,7 @@ class JSONResponse(Response):
 
 
 class SSEResponse(Response):
-    """Streams pre-encoded SSE bytes; a client disconnect cancels the producer at once.
-
-    The producer is an async iterator over an upstream stream: cancelling it and calling
-    ``aclose`` closes the upstream connection, so the provider stops generating (and billing).
-    """
+    """Streams pre-encoded SSE bytes; closing it closes the producer (and so the upstream)."""
 
     media_type = "text/event-stream"
 
@@ -80,7 +76,40 @@ class SSEResponse(Response):
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The stream runs in this task; a watcher task cancels it when the client goes away.
+        try:
+            await self._produce(send)
+        except OSError:
+            pass  # the client's socket closed under a write: the same as a disconnect
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # noqa: BLE001 - closing must not mask the response outcome
+                    log.debug("closing a stream failed", exc_info=True)
+
+    async def _produce(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class Watched:
+    """Runs a whole answer — the upstream call included — while watching for the client to leave.
+
+    The request body must already be read (the watcher consumes ``receive``). When the client
+    disconnects, the answering task is cancelled: a pending upstream call or stream is closed
+    at once, so the provider stops generating, and the gateway records the call as abandoned.
+    """
+
+    __slots__ = ("answer",)
+
+    def __init__(self, answer: Callable[[], Awaitable[Response]]) -> None:
+        self.answer = answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         disconnected = False
 
@@ -93,30 +122,15 @@ class SSEResponse(Response):
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
         watcher.add_done_callback(on_disconnect)
         try:
-            await self._produce(send)
+            response = await self.answer()
+            await response(scope, receive, send)
         except asyncio.CancelledError:
             if not disconnected:
                 raise
-        except OSError:
-            pass  # the client's socket closed under a write: the same as a disconnect
+            task.uncancel()
         finally:
             watcher.remove_done_callback(on_disconnect)
             watcher.cancel()
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:  # noqa: BLE001 - closing must not mask the response outcome
-                    log.debug("closing a stream failed", exc_info=True)
-        if disconnected:
-            task.uncancel()
-
-    async def _produce(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        async for chunk in self.body_iterator:
-            if chunk:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -13,6 +13,7 @@ from sluice.api import openai_dialect as dialect
 from sluice.api.http import (
     JSONResponse,
     SSEResponse,
+    Watched,
     bearer_token,
     caller_context,
     encode_stream,
@@ -34,10 +35,16 @@ class OpenAIRoutes:
         return Call(request_id=request_id(request.scope), dialect="openai", credential=bearer_token(request),
                     **caller_context(request))
 
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, request: Request) -> Response | Watched:
         call = self._call(request)
         try:
             req = dialect.parse_chat_request(await read_json(request, self.max_body))
+        except GatewayError as err:
+            return error_response(err, dialect.render_error)
+        return Watched(lambda: self._chat(call, req))
+
+    async def _chat(self, call: Call, req) -> Response:
+        try:
             if req.stream:
                 stream = await self.gateway.stream(call, req)
                 return SSEResponse(_encode(stream, req.model, req.include_usage, call), headers=route_headers(call.route))
@@ -48,10 +55,16 @@ class OpenAIRoutes:
         except Exception:  # noqa: BLE001 - a client never sees a stack trace
             return internal_error(call.request_id, dialect.render_error)
 
-    async def embeddings(self, request: Request) -> Response:
+    async def embeddings(self, request: Request) -> Response | Watched:
         call = self._call(request)
         try:
             req = dialect.parse_embeddings_request(await read_json(request, self.max_body))
+        except GatewayError as err:
+            return error_response(err, dialect.render_error)
+        return Watched(lambda: self._embed(call, req))
+
+    async def _embed(self, call: Call, req) -> Response:
+        try:
             resp = await self.gateway.embed(call, req)
             return JSONResponse(dialect.render_embeddings(resp, req.model, req.encoding_format),
                                 headers=route_headers(call.route))

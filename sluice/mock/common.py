@@ -118,13 +118,17 @@ async def send_events(
 ) -> web.StreamResponse:
     """Write SSE events; without delays or faults they go out in a single write."""
     resp = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
-    await resp.prepare(request)
+    entry = request.get(LOG_ENTRY)
+    try:
+        await resp.prepare(request)
+    except ConnectionError:  # the client left while we were "thinking"
+        _outcome(entry, "client_gone", 0)
+        return resp
     if not plan.chunk_delay_ms and not plan.stall_ms and plan.cut is None:
         await resp.write(b"".join(events))
         await resp.write_eof()
         return resp
     delay = plan.chunk_delay_ms / 1000
-    entry = request.get(LOG_ENTRY)
     for i, event in enumerate(events):
         if plan.cut is not None and i >= plan.cut:
             return _hang_up(request, resp)

@@ -42,6 +42,7 @@ def gateway_config(mock_url: str) -> dict:
         "gemini-bad-request": {"deployments": [{"provider": "gem", "model": "gemini-x+fail=400"}]},
         "cut-stream": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+cut=4+chunk_delay=30"}]},
         "cut-stream-claude": {"deployments": [{"provider": "claude", "model": "claude-x+cut=5+chunk_delay=30"}]},
+        "slow-start": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=1000+chunk_delay=10"}]},
         "slow-stream": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+chunk_delay=300"}]},
         "stalled": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+stall=5000",
                                       "timeouts": {"idle": 0.5}}]},

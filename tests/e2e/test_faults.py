@@ -106,6 +106,18 @@ async def test_client_disconnect_cancels_upstream(gateway, upstream_log):
     assert entry["chunks_sent"] < 10  # of ~45: generation stopped soon after the client left
 
 
+async def test_disconnect_before_first_token_cancels_upstream(gateway, upstream_log):
+    """The client leaves while the model is still thinking: the upstream call is dropped too."""
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(asyncio.TimeoutError):
+            async with asyncio.timeout(0.3):
+                await s.post(f"{gateway.url}/v1/chat/completions", headers={"authorization": f"Bearer {MASTER_KEY}"},
+                             json={"model": "slow-start", "stream": True, "messages": HI})
+    await asyncio.sleep(1.2)  # past the upstream's think time
+    entry = (await upstream_log())[-1]
+    assert entry["outcome"] == "client_gone" and entry["chunks_sent"] == 0
+
+
 async def test_auth_required_on_both_surfaces(gateway):
     bad_openai = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as exc:
