@@ -90,10 +90,17 @@ class SSEResponse(Response):
 
     async def _produce(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        tail = b""
         async for chunk in self.body_iterator:
-            if chunk:
+            if type(chunk) is FinalBytes:  # the stream's last words travel with the end of the body
+                tail = bytes(chunk)
+            elif chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+class FinalBytes(bytes):
+    """The last bytes of a stream (its end marker): sent with the end of the body, saving a write."""
 
 
 class Watched:
@@ -177,14 +184,14 @@ async def encode_stream(stream: AsyncIterator[list[ChatChunk]], encode: Callable
         failed = False
     except GatewayError as err:
         log.warning("stream failed mid-way: %s", err.message, extra={"request_id": rid})
-        yield error(err)
+        yield FinalBytes(error(err))
     except Exception:  # noqa: BLE001 - a client never sees a stack trace
         log.exception("stream failed mid-way", extra={"request_id": rid})
-        yield error(GatewayError("server_error", "Internal gateway error."))
+        yield FinalBytes(error(GatewayError("server_error", "Internal gateway error.")))
     finally:
         await stream.aclose()
     if not failed:
-        yield close()
+        yield FinalBytes(close())
 
 
 def internal_error(rid: str, render: Callable[[GatewayError], tuple[int, Any]]) -> JSONResponse:

@@ -61,7 +61,10 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     is_error: bool = False  # role == "tool": the tool reported a failure
 
     def text(self) -> str:
-        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+        content = self.content
+        if len(content) == 1 and type(content[0]) is TextPart:  # the common case, on the hot path
+            return content[0].text
+        return "".join([p.text for p in content if isinstance(p, TextPart)])
 
 
 class Tool(msgspec.Struct, kw_only=True, omit_defaults=True):
