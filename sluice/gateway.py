@@ -161,7 +161,7 @@ class Gateway:
                 cached_tokens=usage.cached_tokens, latency_ms=(now - call.started) * 1000,
                 ttft_ms=(call.first_token_at - call.started) * 1000 if call.first_token_at else None,
                 error_type=call.error_kind, attempts=route.attempts,
-                fallback=route.attempts > 1, pricing=route.pricing,
+                fallback=route.attempts > 1,
             ))
         except Exception:  # noqa: BLE001 - accounting must never break the answer
             log.exception("could not record usage", extra={"request_id": call.request_id})
@@ -231,7 +231,7 @@ def build_router(config: Config, provider_urls: dict[str, str] | None = None) ->
         router.add_alias(
             alias,
             [DeploymentSpec(d.provider, d.model, d.weight, d.params, _timeouts(d.timeouts) if d.timeouts else None,
-                            d.name, d.pricing) for d in m.deployments],
+                            d.name) for d in m.deployments],
             failover=m.failover,
             description=m.description,
         )

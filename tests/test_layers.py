@@ -17,7 +17,8 @@ ALLOWED = {
     "policies": {"schema", "store"},
     "store": {"schema"},
     "observability": {"schema", "store"},
-    "api": {"gateway", "schema"},
+    "api": {"gateway", "schema", "admin"},  # admin: the services behind the admin API
+    "admin": {"schema", "store", "policies"},
     "mock": set(),
 }
 
@@ -25,8 +26,10 @@ ALLOWED = {
 def _sluice_imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sluice"):
-            found.add(node.module.split(".")[1] if "." in node.module else "")
+        if isinstance(node, ast.ImportFrom) and node.module == "sluice":
+            found.update(alias.name for alias in node.names)  # from sluice import admin
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sluice."):
+            found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("sluice."):

@@ -32,7 +32,6 @@ class DeploymentSpec:
     params: dict = field(default_factory=dict)
     timeouts: Timeouts | None = None
     name: str | None = None
-    pricing: object | None = None  # per-deployment price override, read by the ledger
 
 
 @dataclass(slots=True)
@@ -40,7 +39,6 @@ class Deployment:
     name: str
     client: ProviderClient
     weight: float = 1.0
-    pricing: object | None = None
 
     @property
     def provider(self) -> str:
@@ -68,7 +66,6 @@ class Route:
     deployment: str | None = None
     provider: str | None = None
     upstream_model: str | None = None
-    pricing: object | None = None
     attempts: int = 0
 
 
@@ -114,7 +111,7 @@ class Router:
 
     def _deployment(self, d: DeploymentSpec, model: str) -> Deployment:
         client = self.client_for(d.provider, model, d.params, d.timeouts)
-        return Deployment(d.name or f"{d.provider}/{model}", client, d.weight, d.pricing)
+        return Deployment(d.name or f"{d.provider}/{model}", client, d.weight)
 
     # ---- resolving ------------------------------------------------------------------------
 
@@ -165,7 +162,6 @@ class Router:
             route.attempts += 1
             route.deployment, route.provider = dep.name, dep.provider
             route.upstream_model = dep.client.upstream.model
-            route.pricing = dep.pricing
             try:
                 return await call(dep, _for_family(req, dep.family))
             except GatewayError as err:

@@ -1,0 +1,1 @@
+"""Alembic migrations for Sluice's SQL schema (a package so wheels ship them)."""

@@ -1,0 +1,212 @@
+"""The usage ledger in SQL: idempotent batch writes with daily roll-ups, and grouped queries.
+
+``write_usage`` inserts rows with ON CONFLICT (request_id) DO NOTHING ... RETURNING request_id and
+adds only the rows that came back to the daily roll-ups, so writing a batch twice (a replay
+after a partial success, a retry after a lost commit acknowledgement) never counts anything
+twice. Rows and roll-ups change in the caller's transaction: both or neither.
+
+``query_usage`` reads the raw ``usage`` table, not the roll-ups: the roll-ups are per UTC day,
+and a range given to the second (or a filter the roll-ups do not carry, like tags) would be
+answered wrongly from them. The (column, ts) indexes keep the grouped scans bounded by the range.
+The roll-ups serve dashboards and budgets that want whole days cheaply.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, timezone
+from functools import lru_cache
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import Date, String, case, cast, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sluice.store.models import UsageDaily, UsageRecord
+
+GROUPS = ("key", "team", "user", "model", "tag", "day")
+_COLUMNS = tuple(c.key for c in UsageRecord.__table__.columns)
+_LENGTHS = {c.key: c.type.length for c in UsageRecord.__table__.columns
+            if isinstance(c.type, String) and c.type.length}
+_ROLLUP_KEY = ("day", "key_id", "team_id", "user_id", "model")
+_SUMS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")
+# Stay well under both drivers' bind-parameter limits (asyncpg 32767, SQLite 32766).
+_CHUNK = 500
+
+
+def utc(ts: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones converted to it."""
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def _row(event: Any) -> dict[str, Any]:
+    row = {name: getattr(event, name) for name in _COLUMNS}
+    row["ts"] = utc(row["ts"])
+    row["tags"] = list(row["tags"] or [])
+    for name, length in _LENGTHS.items():
+        # An over-long id or model name must not make the whole batch fail on PostgreSQL.
+        value = row[name]
+        if isinstance(value, str) and len(value) > length:
+            row[name] = value[:length]
+    return row
+
+
+def _insert(dialect: str):
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+@lru_cache(maxsize=4)
+def _insert_rows_stmt(dialect: str) -> Any:
+    # One statement object per dialect, executed with a list of rows: SQLAlchemy compiles it once
+    # and batches the rows into multi-row VALUES itself ("insertmanyvalues"), RETURNING included.
+    # Building .values(rows) instead would recompile a 12,000-parameter statement per batch.
+    return (_insert(dialect)(UsageRecord.__table__)
+            .on_conflict_do_nothing(index_elements=["request_id"])
+            .returning(UsageRecord.__table__.c.request_id))
+
+
+@lru_cache(maxsize=4)
+def _upsert_rollups_stmt(dialect: str) -> Any:
+    table = UsageDaily.__table__
+    stmt = _insert(dialect)(table)
+    return stmt.on_conflict_do_update(
+        index_elements=list(_ROLLUP_KEY),
+        set_={name: table.c[name] + stmt.excluded[name] for name in _SUMS},
+    )
+
+
+async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
+    stmt = _insert_rows_stmt(session.get_bind().dialect.name)
+    inserted: set[str] = set()
+    for start in range(0, len(rows), _CHUNK):
+        inserted.update((await session.execute(stmt, rows[start:start + _CHUNK])).scalars())
+    return inserted
+
+
+def _rollups(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    sums: dict[tuple, dict[str, Any]] = defaultdict(lambda: dict.fromkeys(_SUMS, 0))
+    for row in rows:
+        key = (row["ts"].date(), row["key_id"] or "", row["team_id"] or "", row["user_id"] or "", row["model"])
+        acc = sums[key]
+        acc["requests"] += 1
+        acc["errors"] += 1 if row["status"] >= 400 else 0
+        acc["input_tokens"] += row["input_tokens"]
+        acc["output_tokens"] += row["output_tokens"]
+        acc["cached_tokens"] += row["cached_tokens"]
+        acc["cost_usd"] += row["cost_usd"]
+    # Sorted so concurrent writers on PostgreSQL lock roll-up rows in one order (no deadlocks).
+    return [dict(zip(_ROLLUP_KEY, key)) | acc for key, acc in sorted(sums.items())]
+
+
+async def _upsert_rollups(session: AsyncSession, rollups: list[dict[str, Any]]) -> None:
+    stmt = _upsert_rollups_stmt(session.get_bind().dialect.name)
+    for start in range(0, len(rollups), _CHUNK):
+        await session.execute(stmt, rollups[start:start + _CHUNK])
+
+
+async def write_usage(session: AsyncSession, events: Sequence[Any]) -> int:
+    """Write ledger rows (objects with UsageRecord's fields, e.g. UsageEvent) and their roll-ups.
+
+    Returns how many rows were new. Runs in the caller's transaction; the caller commits.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for event in events:
+        rows.setdefault(event.request_id, _row(event))  # first occurrence wins within a batch
+    if not rows:
+        return 0
+    inserted = await _insert_rows(session, list(rows.values()))
+    if inserted:
+        await _upsert_rollups(session, _rollups(row for rid, row in rows.items() if rid in inserted))
+    return len(inserted)
+
+
+def _aggregates() -> list[Any]:
+    u = UsageRecord
+    return [
+        func.count().label("requests"),
+        func.coalesce(func.sum(case((u.status >= 400, 1), else_=0)), 0).label("errors"),
+        func.coalesce(func.sum(u.input_tokens), 0).label("input_tokens"),
+        func.coalesce(func.sum(u.output_tokens), 0).label("output_tokens"),
+        func.coalesce(func.sum(u.cached_tokens), 0).label("cached_tokens"),
+        func.coalesce(func.sum(u.cost_usd), 0.0).label("cost_usd"),
+    ]
+
+
+def _day_expr(dialect: str) -> Any:
+    if dialect == "postgresql":
+        return cast(func.timezone("UTC", UsageRecord.ts), Date)
+    return func.date(UsageRecord.ts)  # stored as UTC text; date() takes its first 10 characters
+
+
+def _group_expr(group_by: str, dialect: str) -> Any:
+    columns = {"key": UsageRecord.key_id, "team": UsageRecord.team_id, "user": UsageRecord.user_id,
+               "model": UsageRecord.model}
+    return _day_expr(dialect) if group_by == "day" else columns[group_by]
+
+
+def _filters(start: datetime, end: datetime, key_id: str | None, team_id: str | None,
+             user_id: str | None) -> list[Any]:
+    u = UsageRecord
+    clauses = [u.ts >= utc(start), u.ts < utc(end)]
+    for column, value in ((u.key_id, key_id), (u.team_id, team_id), (u.user_id, user_id)):
+        if value is not None:
+            clauses.append(column == value)
+    return clauses
+
+
+def _as_dict(group: Any, row: Any) -> dict[str, Any]:
+    if isinstance(group, (date, datetime)):
+        group = group.isoformat()[:10]
+    return {"group": group, "requests": int(row.requests), "errors": int(row.errors),
+            "input_tokens": int(row.input_tokens), "output_tokens": int(row.output_tokens),
+            "cached_tokens": int(row.cached_tokens), "cost_usd": float(row.cost_usd)}
+
+
+async def _by_tag(session: AsyncSession, where: list[Any]) -> list[dict[str, Any]]:
+    # JSON array functions differ between SQLite and PostgreSQL; aggregate here instead, over a
+    # range the caller bounded. A call with two tags counts under both; untagged calls under None.
+    u = UsageRecord
+    stmt = select(u.tags, u.status, u.input_tokens, u.output_tokens, u.cached_tokens, u.cost_usd).where(*where)
+    sums: dict[Any, dict[str, Any]] = {}
+    for tags, status, tokens_in, tokens_out, cached, cost in (await session.execute(stmt)).all():
+        for tag in (tags or [None]):
+            acc = sums.setdefault(tag, {"group": tag} | dict.fromkeys(_SUMS, 0))
+            acc["requests"] += 1
+            acc["errors"] += 1 if status >= 400 else 0
+            acc["input_tokens"] += tokens_in
+            acc["output_tokens"] += tokens_out
+            acc["cached_tokens"] += cached
+            acc["cost_usd"] += cost
+    return list(sums.values())
+
+
+async def query_usage(session: AsyncSession, *, group_by: str, start: datetime, end: datetime,
+                      key_id: str | None = None, team_id: str | None = None,
+                      user_id: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Usage in [start, end) grouped by key, team, user, model, tag or UTC day, and the totals.
+
+    Rows: ``{"group", "requests", "errors", "input_tokens", "output_tokens", "cached_tokens",
+    "cost_usd"}``, highest cost first (days in date order). ``errors`` counts status >= 400.
+    Totals count each call once, also when grouping by tag. Tenant scoping is the caller's job:
+    pass team_id for a team admin, user_id for a member.
+    """
+    if group_by not in GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
+    where = _filters(start, end, key_id, team_id, user_id)
+    total_row = (await session.execute(select(*_aggregates()).where(*where))).one()
+    totals = _as_dict(None, total_row)
+    del totals["group"]
+    if group_by == "tag":
+        rows = await _by_tag(session, where)
+    else:
+        group = _group_expr(group_by, session.get_bind().dialect.name).label("group")
+        stmt = select(group, *_aggregates()).where(*where).group_by(group)
+        rows = [_as_dict(r.group, r) for r in (await session.execute(stmt)).all()]
+    if group_by == "day":
+        rows.sort(key=lambda r: r["group"] or "")
+    else:
+        rows.sort(key=lambda r: (-r["cost_usd"], -r["requests"], str(r["group"])))
+    return rows, totals
+
+
+__all__ = ["GROUPS", "query_usage", "utc", "write_usage"]
