@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -90,6 +90,433 @@ def config_check(path: Path = typer.Argument(..., help="The sluice.yaml to valid
         err.print(f"[red]{path}: invalid[/red]\n{exc}")
         raise typer.Exit(1) from None
     Console().print(f"[green]{path}: ok[/green] — {len(cfg.providers)} providers, {len(cfg.models)} models")
+
+
+# ---- admin commands: an HTTP client of the admin API ------------------------------------------
+# They talk to a running gateway (``--url``), never to its database, so the same role rules
+# apply whoever runs them. Only ``db upgrade`` works on the database directly.
+
+keys_app = typer.Typer(help="Virtual keys: create, list, get, update, revoke, rotate.", no_args_is_help=True)
+teams_app = typer.Typer(help="Teams and their members.", no_args_is_help=True)
+users_app = typer.Typer(help="Users and their roles.", no_args_is_help=True)
+db_app = typer.Typer(help="The SQL database.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(teams_app, name="teams")
+app.add_typer(users_app, name="users")
+app.add_typer(db_app, name="db")
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="SLUICE_URL", help="The gateway's address.",
+                                     show_envvar=True)]
+KeyOpt = Annotated[Optional[str], typer.Option("--key", envvar=["SLUICE_API_KEY", "SLUICE_MASTER_KEY"],
+                                               help="An admin credential (master key or a key with a role).",
+                                               show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+DEFAULT_URL = "http://127.0.0.1:4000"
+
+
+class AdminClient:
+    """A small synchronous client of ``/admin/…`` (stdlib only: the CLI must start fast)."""
+
+    def __init__(self, url: str, key: str | None) -> None:
+        if not key:
+            err.print("[red]error:[/red] no API key: pass --key or set SLUICE_API_KEY (or SLUICE_MASTER_KEY)")
+            raise typer.Exit(2)
+        self.url = url.rstrip("/")
+        self.key = key
+
+    def call(self, method: str, path: str, *, params: dict | None = None, body: dict | None = None) -> Any:
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        import orjson
+
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        target = self.url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        request = urllib.request.Request(target, method=method, data=orjson.dumps(body) if body is not None else None,
+                                         headers={"authorization": f"Bearer {self.key}",
+                                                  "content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the operator's URL
+                data = response.read()
+                is_json = response.headers.get_content_type() == "application/json"
+        except urllib.error.HTTPError as exc:
+            _fail_http(exc.code, exc.read())
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            err.print(f"[red]error:[/red] cannot reach {self.url}: {reason}")
+            raise typer.Exit(1) from None
+        if not data:
+            return None
+        return orjson.loads(data) if is_json else data.decode()
+
+
+def _fail_http(status: int, payload: bytes) -> None:
+    import orjson
+
+    try:
+        error = orjson.loads(payload)["error"]
+        message, kind = error["message"], error.get("type") or "error"
+    except (ValueError, KeyError, TypeError):
+        message, kind = payload.decode(errors="replace")[:500] or "no details", "error"
+    err.print(f"[red]error {status}[/red] ({kind}): {message}")
+    raise typer.Exit(1)
+
+
+def _print_json(value: Any) -> None:
+    import orjson
+
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def _show(value: Any, as_json: bool, columns: tuple[str, ...] = ()) -> None:
+    """A list as a table with ``columns``; one object as field/value rows."""
+    from rich.table import Table
+
+    if as_json:
+        _print_json(value)
+        return
+    if isinstance(value, dict) and "data" in value:
+        table = Table(*columns)
+        for row in value["data"]:
+            table.add_row(*(_cell(row.get(c)) for c in columns))
+        Console().print(table)
+        return
+    table = Table("field", "value", show_header=False)
+    for name, item in (value or {}).items():
+        table.add_row(name, _cell(item))
+    Console().print(table)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text is not None else None
+
+
+def _metadata(pairs: list[str]) -> dict[str, Any]:
+    import orjson
+
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            err.print(f"[red]error:[/red] --metadata expects key=value, got {pair!r}")
+            raise typer.Exit(2)
+        try:
+            result[name] = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            result[name] = raw
+    return result
+
+
+def _expiry(expires: str | None) -> dict[str, Any]:
+    """``--expires 30d`` is a duration; anything else is taken as a date/time (ISO 8601)."""
+    import re
+
+    if expires is None:
+        return {}
+    if re.fullmatch(r"\s*\d+\s*[smhdw]\s*", expires):
+        return {"duration": expires.strip()}
+    return {"expires_at": expires}
+
+
+KEY_COLUMNS = ("id", "key_prefix", "name", "user_id", "team_id", "models", "status", "expires_at")
+TEAM_COLUMNS = ("id", "name", "models", "metadata", "created_at")
+USER_COLUMNS = ("id", "email", "name", "role", "team_id")
+
+
+def _secret_notice(result: dict, as_json: bool) -> None:
+    if as_json:
+        _print_json(result)
+        return
+    _show({k: v for k, v in result.items() if k != "key"}, False)
+    Console().print(f"[bold]key:[/bold] {result['key']}")
+    err.print("[yellow]This is the only time the key is shown. Store it now.[/yellow]")
+
+
+@keys_app.command("create")
+def keys_create(
+    url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+    name: Optional[str] = typer.Option(None, "--name", help="A label."),
+    team: Optional[str] = typer.Option(None, "--team", help="Team id."),
+    user: Optional[str] = typer.Option(None, "--user", help="Owner's user id."),
+    models: Optional[str] = typer.Option(None, "--models", help="Allowed model aliases, comma-separated."),
+    expires: Optional[str] = typer.Option(None, "--expires", help="30d, 12h, … or an ISO 8601 time."),
+    tag: list[str] = typer.Option([], "--tag", help="A tag (repeatable)."),
+    metadata: list[str] = typer.Option([], "--metadata", help="key=value (repeatable)."),
+) -> None:
+    """Create a key; its secret is printed once."""
+    body = {"name": name, "team_id": team, "user_id": user, "models": _split(models), "tags": tag,
+            "metadata": _metadata(metadata), **_expiry(expires)}
+    _secret_notice(AdminClient(url, key).call("POST", "/admin/keys", body=body), as_json)
+
+
+@keys_app.command("list")
+def keys_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+              team: Optional[str] = typer.Option(None, "--team"), user: Optional[str] = typer.Option(None, "--user"),
+              status: Optional[str] = typer.Option(None, "--status", help="active, revoked or expired"),
+              limit: int = typer.Option(100, "--limit")) -> None:
+    """Keys you may see."""
+    params = {"team_id": team, "user_id": user, "status": status, "limit": limit}
+    _show(AdminClient(url, key).call("GET", "/admin/keys", params=params), as_json, KEY_COLUMNS)
+
+
+@keys_app.command("get")
+def keys_get(key_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """One key (never its secret)."""
+    _show(AdminClient(url, key).call("GET", f"/admin/keys/{_q(key_id)}"), as_json)
+
+
+@keys_app.command("update")
+def keys_update(
+    key_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+    name: Optional[str] = typer.Option(None, "--name"),
+    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated; replaces the list."),
+    all_models: bool = typer.Option(False, "--all-models", help="Remove the key's own model list."),
+    expires: Optional[str] = typer.Option(None, "--expires", help="30d, 12h, … or an ISO 8601 time."),
+    no_expiry: bool = typer.Option(False, "--no-expiry", help="Remove the expiry."),
+    tag: Optional[list[str]] = typer.Option(None, "--tag", help="Replaces the tags (repeatable)."),
+    metadata: Optional[list[str]] = typer.Option(None, "--metadata", help="Replaces the metadata: key=value."),
+) -> None:
+    """Change a key's name, models, expiry, tags or metadata."""
+    body: dict[str, Any] = {**_expiry(expires)}
+    if name is not None:
+        body["name"] = name
+    if models is not None or all_models:
+        body["models"] = None if all_models else _split(models)
+    if no_expiry:
+        body["expires_at"] = None
+    if tag is not None:
+        body["tags"] = tag
+    if metadata is not None:
+        body["metadata"] = _metadata(metadata)
+    _show(AdminClient(url, key).call("PATCH", f"/admin/keys/{_q(key_id)}", body=body), as_json)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke a key now."""
+    _show(AdminClient(url, key).call("POST", f"/admin/keys/{_q(key_id)}/revoke"), as_json)
+
+
+@keys_app.command("rotate")
+def keys_rotate(key_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+                grace: str = typer.Option("24h", "--grace", help="How long the old key keeps working.")) -> None:
+    """Replace a key by a new one with the same settings; the new secret is printed once."""
+    result = AdminClient(url, key).call("POST", f"/admin/keys/{_q(key_id)}/rotate", body={"grace": grace})
+    _secret_notice(result, as_json)
+
+
+def _q(part: str) -> str:
+    from urllib.parse import quote
+
+    return quote(part, safe="")
+
+
+@teams_app.command("create")
+def teams_create(name: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+                 models: Optional[str] = typer.Option(None, "--models", help="Allowed model aliases (default all)."),
+                 metadata: list[str] = typer.Option([], "--metadata", help="key=value (repeatable).")) -> None:
+    """Create a team (admin only)."""
+    body = {"name": name, "models": _split(models), "metadata": _metadata(metadata)}
+    _show(AdminClient(url, key).call("POST", "/admin/teams", body=body), as_json)
+
+
+@teams_app.command("list")
+def teams_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Teams you may see."""
+    _show(AdminClient(url, key).call("GET", "/admin/teams"), as_json, TEAM_COLUMNS)
+
+
+@teams_app.command("get")
+def teams_get(team_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    _show(AdminClient(url, key).call("GET", f"/admin/teams/{_q(team_id)}"), as_json)
+
+
+@teams_app.command("update")
+def teams_update(team_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+                 name: Optional[str] = typer.Option(None, "--name"),
+                 models: Optional[str] = typer.Option(None, "--models", help="Comma-separated; replaces the list."),
+                 all_models: bool = typer.Option(False, "--all-models", help="Allow every model."),
+                 metadata: Optional[list[str]] = typer.Option(None, "--metadata", help="Replaces: key=value.")) -> None:
+    """Rename, change models or metadata (a team admin: metadata only)."""
+    body: dict[str, Any] = {}
+    if name is not None:
+        body["name"] = name
+    if models is not None or all_models:
+        body["models"] = None if all_models else _split(models)
+    if metadata is not None:
+        body["metadata"] = _metadata(metadata)
+    _show(AdminClient(url, key).call("PATCH", f"/admin/teams/{_q(team_id)}", body=body), as_json)
+
+
+@teams_app.command("delete")
+def teams_delete(team_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None,
+                 yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
+    """Delete a team; its keys are revoked and its users left without a team."""
+    if not yes:
+        typer.confirm(f"Delete team {team_id} and revoke all its keys?", abort=True)
+    AdminClient(url, key).call("DELETE", f"/admin/teams/{_q(team_id)}")
+    err.print(f"team {team_id} deleted")
+
+
+@teams_app.command("members")
+def teams_members(team_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """A team's users."""
+    _show(AdminClient(url, key).call("GET", f"/admin/teams/{_q(team_id)}/members"), as_json, USER_COLUMNS)
+
+
+@teams_app.command("add-member")
+def teams_add_member(team_id: str, user_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None,
+                     as_json: JsonOpt = False,
+                     role: Optional[str] = typer.Option(None, "--role", help="team_admin, member or viewer")) -> None:
+    """Add a user to a team."""
+    body = {"user_id": user_id, "role": role}
+    _show(AdminClient(url, key).call("POST", f"/admin/teams/{_q(team_id)}/members", body=body), as_json)
+
+
+@teams_app.command("remove-member")
+def teams_remove_member(team_id: str, user_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None,
+                        as_json: JsonOpt = False) -> None:
+    """Remove a user from a team (their keys in it are revoked)."""
+    _show(AdminClient(url, key).call("DELETE", f"/admin/teams/{_q(team_id)}/members/{_q(user_id)}"), as_json)
+
+
+@users_app.command("create")
+def users_create(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+                 email: Optional[str] = typer.Option(None, "--email"),
+                 name: Optional[str] = typer.Option(None, "--name"),
+                 role: str = typer.Option("member", "--role", help="admin, team_admin, member or viewer"),
+                 team: Optional[str] = typer.Option(None, "--team"),
+                 external_id: Optional[str] = typer.Option(None, "--external-id", help="The IdP's subject.")) -> None:
+    """Create a user."""
+    body = {"email": email, "name": name, "role": role, "team_id": team, "external_id": external_id}
+    _show(AdminClient(url, key).call("POST", "/admin/users", body=body), as_json)
+
+
+@users_app.command("list")
+def users_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+               team: Optional[str] = typer.Option(None, "--team"), role: Optional[str] = typer.Option(None, "--role"),
+               limit: int = typer.Option(100, "--limit")) -> None:
+    """Users you may see."""
+    params = {"team_id": team, "role": role, "limit": limit}
+    _show(AdminClient(url, key).call("GET", "/admin/users", params=params), as_json, USER_COLUMNS)
+
+
+@users_app.command("get")
+def users_get(user_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    _show(AdminClient(url, key).call("GET", f"/admin/users/{_q(user_id)}"), as_json)
+
+
+@users_app.command("update")
+def users_update(user_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+                 email: Optional[str] = typer.Option(None, "--email"),
+                 name: Optional[str] = typer.Option(None, "--name"),
+                 role: Optional[str] = typer.Option(None, "--role"), team: Optional[str] = typer.Option(None, "--team"),
+                 no_team: bool = typer.Option(False, "--no-team", help="Take the user out of their team."),
+                 external_id: Optional[str] = typer.Option(None, "--external-id")) -> None:
+    """Change a user's email, name, role or team."""
+    fields = {"email": email, "name": name, "role": role, "team_id": team, "external_id": external_id}
+    body: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    if no_team:
+        body["team_id"] = None
+    _show(AdminClient(url, key).call("PATCH", f"/admin/users/{_q(user_id)}", body=body), as_json)
+
+
+@users_app.command("delete")
+def users_delete(user_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None,
+                 yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
+    """Delete a user; all their keys are revoked."""
+    if not yes:
+        typer.confirm(f"Delete user {user_id} and revoke all their keys?", abort=True)
+    AdminClient(url, key).call("DELETE", f"/admin/users/{_q(user_id)}")
+    err.print(f"user {user_id} deleted")
+
+
+@app.command()
+def usage(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+          group_by: str = typer.Option("model", "--group-by", help="key, team, user, model, tag or day"),
+          start: Optional[str] = typer.Option(None, "--start", help="ISO 8601 date/time (default: 30 days ago)."),
+          end: Optional[str] = typer.Option(None, "--end", help="ISO 8601 date/time (default: now)."),
+          key_id: Optional[str] = typer.Option(None, "--key-id"), team: Optional[str] = typer.Option(None, "--team"),
+          user: Optional[str] = typer.Option(None, "--user"),
+          csv: bool = typer.Option(False, "--csv", help="Print CSV.")) -> None:
+    """Requests, tokens and cost, grouped, over a time range."""
+    from rich.table import Table
+
+    params = {"group_by": group_by, "start": start, "end": end, "key_id": key_id, "team_id": team, "user_id": user,
+              "format": "csv" if csv else None}
+    result = AdminClient(url, key).call("GET", "/admin/usage", params=params)
+    if csv:
+        typer.echo(result, nl=False)
+        return
+    if as_json:
+        _print_json(result)
+        return
+    columns = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")
+    table = Table(group_by, *columns, title=f"usage {result['start']} → {result['end']}", show_footer=True)
+    for column in table.columns[1:]:
+        column.justify = "right"
+    for row in result["rows"]:
+        table.add_row(_cell(row.get("group")), *(_number(row.get(c)) for c in columns))
+    table.columns[0].footer = "total"
+    for column, name in zip(table.columns[1:], columns, strict=True):
+        column.footer = _number(result["totals"].get(name))
+    Console().print(table)
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return _cell(value)
+
+
+@app.command()
+def audit(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+          team: Optional[str] = typer.Option(None, "--team"), actor: Optional[str] = typer.Option(None, "--actor"),
+          action: Optional[str] = typer.Option(None, "--action", help="e.g. key.create, team.update"),
+          object_type: Optional[str] = typer.Option(None, "--object-type"),
+          object_id: Optional[str] = typer.Option(None, "--object-id"),
+          request_id: Optional[str] = typer.Option(None, "--request-id"),
+          start: Optional[str] = typer.Option(None, "--start"), end: Optional[str] = typer.Option(None, "--end"),
+          limit: int = typer.Option(50, "--limit")) -> None:
+    """The audit log, newest first."""
+    params = {"team_id": team, "actor": actor, "action": action, "object_type": object_type, "object_id": object_id,
+              "request_id": request_id, "start": start, "end": end, "limit": limit}
+    columns = ("ts", "actor", "action", "object_type", "object_id", "team_id", "request_id")
+    _show(AdminClient(url, key).call("GET", "/admin/audit", params=params), as_json, columns)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: Optional[str] = typer.Option(None, "--database-url", envvar="SLUICE_DATABASE_URL",
+                                                          help="Default: sqlite:///./sluice.db",
+                                                          show_envvar=True)) -> None:
+    """Create or migrate the database schema to the current version."""
+    from sluice.store.db import database_url as resolve
+    from sluice.store.migrate import upgrade
+
+    try:
+        asyncio.run(upgrade(database_url))
+    except Exception as exc:  # noqa: BLE001 - the operator needs the reason, not a traceback
+        err.print(f"[red]error:[/red] upgrade failed: {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    err.print(f"[green]database is up to date[/green] ({_safe_url(resolve(database_url))})")
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":

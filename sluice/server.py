@@ -70,6 +70,7 @@ class Running:
     server: object
     task: asyncio.Task
     emulator: object | None
+    runtime: object | None = None
 
     async def stop(self) -> None:
         self.server.should_exit = True  # type: ignore[attr-defined]
@@ -85,6 +86,7 @@ async def start(config: Config, host: str | None = None, port: int | None = None
 
     from sluice.api.app import create_app
     from sluice.gateway import Gateway
+    from sluice.runtime import Runtime
 
     host = host or config.server.host
     port = config.server.port if port is None else port
@@ -97,15 +99,18 @@ async def start(config: Config, host: str | None = None, port: int | None = None
 
         emulator = await start_mock("127.0.0.1", 0)
         urls = {name: emulator.url + "/v1" for name in emulated}
-    gateway = Gateway.from_config(config, urls)
+    runtime = await Runtime.open(config)
+    gateway = Gateway.from_config(config, urls, auth=runtime.auth,
+                                  record=runtime.ledger.record if runtime.ledger else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
         await gateway.close()
+        await runtime.close()  # flushes the ledger: uvicorn runs this on SIGTERM too
 
     app = create_app(gateway, max_body_bytes=config.server.max_body_bytes, access_log=config.server.access_log,
-                     lifespan=lifespan)
+                     lifespan=lifespan, runtime=runtime)
     uv_config = uvicorn.Config(app, host=host, port=port, loop="none", http="httptools", lifespan="on",
                                log_config=None, access_log=False, server_header=False, date_header=False,
                                proxy_headers=False,  # client addresses are logged as seen; no header rewriting
@@ -114,11 +119,14 @@ async def start(config: Config, host: str | None = None, port: int | None = None
     task = asyncio.ensure_future(server.serve())
     while not server.started:
         if task.done():
+            await gateway.close()
+            await runtime.close()
             task.result()  # raises the start-up error (e.g. port in use)
             raise RuntimeError("gateway stopped during start-up")
         await asyncio.sleep(0.01)
     bound = server.servers[0].sockets[0].getsockname()[1]
-    return Running(url=f"http://{_url_host(host)}:{bound}", server=server, task=task, emulator=emulator)
+    return Running(url=f"http://{_url_host(host)}:{bound}", server=server, task=task, emulator=emulator,
+                   runtime=runtime)
 
 
 def _url_host(host: str) -> str:

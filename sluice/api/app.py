@@ -16,7 +16,8 @@ from sluice.gateway import Gateway
 
 
 def create_app(gateway: Gateway, *, max_body_bytes: int = 32 * 1024 * 1024, access_log: bool = True,
-               lifespan=None) -> RequestContext:
+               lifespan=None, runtime=None) -> RequestContext:
+    """``runtime`` (database, auth, events) adds the admin API under /admin and its docs at /docs."""
     openai = OpenAIRoutes(gateway, max_body_bytes)
     anthropic = AnthropicRoutes(gateway, max_body_bytes)
     routes = [
@@ -32,6 +33,10 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = 32 * 1024 * 1024, acce
         Route("/health/liveliness", health.liveness, methods=["GET"]),
         Route("/health/readiness", health.readiness, methods=["GET"]),
     ]
+    if runtime is not None:
+        from sluice.api.admin import admin_routes, create_admin_app
+
+        routes += admin_routes(create_admin_app(runtime.db, runtime.auth, runtime.events))
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.gateway = gateway

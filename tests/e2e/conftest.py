@@ -27,7 +27,7 @@ CHAT_MODELS = {
 TOOL_MODELS = ["gpt-mock", "claude-mock", "gemini-mock", "azure-mock"]  # TGI's native API has no tools
 
 
-def gateway_config(mock_url: str) -> dict:
+def gateway_config(mock_url: str, database_url: str, spill_path: str) -> dict:
     models = {alias: {"deployments": [{"provider": p, "model": m}]} for alias, (p, m) in CHAT_MODELS.items()}
     models.update({
         "emb-openai": {"deployments": [{"provider": "oai", "model": "text-embedding-3-small"}]},
@@ -49,6 +49,8 @@ def gateway_config(mock_url: str) -> dict:
     })
     return {
         "server": {"master_key": MASTER_KEY, "access_log": False},
+        "database": {"url": database_url},
+        "ledger": {"flush_interval": 0.05, "spill_path": spill_path},
         "providers": {
             "oai": {"kind": "openai", "base_url": f"{mock_url}/v1", "api_key": "sk-upstream-openai"},
             "claude": {"kind": "anthropic", "base_url": mock_url, "api_key": "sk-ant-upstream"},
@@ -69,8 +71,9 @@ async def mock():
 
 
 @pytest_asyncio.fixture(scope="session")
-async def gateway(mock):
-    running = await start(parse_config(gateway_config(mock.url)), "127.0.0.1", 0)
+async def gateway(mock, pg_url, tmp_path_factory):
+    spill = str(tmp_path_factory.mktemp("ledger") / "spill.jsonl")
+    running = await start(parse_config(gateway_config(mock.url, pg_url, spill)), "127.0.0.1", 0)
     yield running
     await running.stop()
 

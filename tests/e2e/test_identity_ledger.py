@@ -1,0 +1,148 @@
+"""Virtual keys and the usage ledger end to end: admin API → key → SDK calls → ledger rows in PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+from sqlalchemy import select
+
+from sluice.config import parse_config
+from sluice.observability.pricing import price_call
+from sluice.server import start
+from sluice.store.db import Database
+from sluice.store.models import UsageRecord
+
+from .conftest import MASTER_KEY, gateway_config
+
+ADMIN = {"authorization": f"Bearer {MASTER_KEY}"}
+
+
+async def _admin(base: str, method: str, path: str, **kw) -> dict:
+    async with aiohttp.ClientSession(headers=ADMIN) as s:
+        async with s.request(method, f"{base}/admin{path}", **kw) as r:
+            assert r.status < 300, await r.text()
+            return await r.json() if r.status != 204 else {}
+
+
+async def _new_key(base: str, **fields) -> dict:
+    team = await _admin(base, "POST", "/teams", json={"name": f"team-{secrets.token_hex(3)}"})
+    user = await _admin(base, "POST", "/users", json={"name": "ann", "team_id": team["id"], "role": "member"})
+    return await _admin(base, "POST", "/keys", json={"user_id": user["id"], "team_id": team["id"], **fields})
+
+
+async def _rows(pg_url: str, request_ids: list[str]) -> dict[str, UsageRecord]:
+    db = Database(pg_url)
+    try:
+        for _ in range(50):  # the ledger writes in the background, every 50 ms here
+            async with db.session() as s:
+                rows = (await s.execute(select(UsageRecord).where(UsageRecord.request_id.in_(request_ids)))).scalars()
+                found = {r.request_id: r for r in rows}
+            if len(found) == len(set(request_ids)):
+                return found
+            await asyncio.sleep(0.1)
+        return found
+    finally:
+        await db.close()
+
+
+async def test_virtual_key_call_is_attributed_and_priced(gateway, pg_url):
+    key = await _new_key(gateway.url, tags=["checkout"])
+    client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=key["key"], max_retries=0)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="gpt-mock", messages=[{"role": "user", "content": "price me"}], user="end-user-7")
+    resp = raw.parse()
+    rid = raw.headers["x-request-id"]
+    row = (await _rows(pg_url, [rid]))[rid]
+    assert (row.key_id, row.team_id, row.user_id) == (key["id"], key["team_id"], key["user_id"])
+    assert row.end_user == "end-user-7" and row.tags == ["checkout"]
+    assert (row.input_tokens, row.output_tokens) == (resp.usage.prompt_tokens, resp.usage.completion_tokens)
+    cost, unknown = price_call("gpt-4o-mini", row.input_tokens, row.output_tokens, row.cached_tokens, None)
+    assert not unknown and cost > 0 and row.cost_usd == pytest.approx(cost)
+    assert row.status == 200 and row.provider == "oai" and row.upstream_model == "gpt-4o-mini"
+    assert row.model == "gpt-mock" and row.dialect == "openai" and row.attempts == 1
+
+
+async def test_ledger_has_exactly_one_row_per_call(gateway, pg_url):
+    """Concurrent calls — streaming, not, and failing — give one row each with the upstream's tokens."""
+    key = await _new_key(gateway.url)
+    oai = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=key["key"], max_retries=0)
+    claude = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=key["key"], max_retries=0)
+    expected: dict[str, tuple[int, int, int]] = {}  # request id → (status, input, output)
+
+    async def plain(i: int) -> None:
+        rid = f"plain-{secrets.token_hex(4)}-{i}"
+        r = await oai.chat.completions.create(model="gpt-mock", messages=[{"role": "user", "content": f"n {i}"}],
+                                              extra_headers={"x-request-id": rid})
+        expected[rid] = (200, r.usage.prompt_tokens, r.usage.completion_tokens)
+
+    async def streamed(i: int) -> None:
+        rid = f"stream-{secrets.token_hex(4)}-{i}"
+        async with claude.messages.stream(model="gemini-mock", max_tokens=50, extra_headers={"x-request-id": rid},
+                                          messages=[{"role": "user", "content": f"s {i} words"}]) as s:
+            final = await s.get_final_message()
+        expected[rid] = (200, final.usage.input_tokens, final.usage.output_tokens)
+
+    async def failing(i: int) -> None:
+        rid = f"fail-{secrets.token_hex(4)}-{i}"
+        with pytest.raises(openai.RateLimitError):
+            await oai.chat.completions.create(model="rate-limited", messages=[{"role": "user", "content": "x"}],
+                                              extra_headers={"x-request-id": rid})
+        expected[rid] = (429, 0, 0)
+
+    await asyncio.gather(*(f(i) for i in range(10) for f in (plain, streamed, failing)))
+    rows = await _rows(pg_url, list(expected))
+    assert len(rows) == 30
+    for rid, (status, tin, tout) in expected.items():
+        row = rows[rid]
+        assert (row.status, row.input_tokens, row.output_tokens) == (status, tin, tout), rid
+        assert row.key_id == key["id"]
+    assert {r.error_type for r in rows.values() if r.status == 429} == {"rate_limit"}
+    assert all(r.stream for rid, r in rows.items() if rid.startswith("stream-"))
+
+
+async def test_key_model_allow_list(gateway):
+    key = await _new_key(gateway.url, models=["gpt-mock"])
+    oai = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=key["key"], max_retries=0)
+    await oai.chat.completions.create(model="gpt-mock", messages=[{"role": "user", "content": "ok"}])
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        await oai.chat.completions.create(model="claude-mock", messages=[{"role": "user", "content": "no"}])
+    assert exc.value.body["code"] == "model_not_allowed"
+    assert [m.id async for m in oai.models.list()] == ["gpt-mock"]
+    claude = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=key["key"], max_retries=0)
+    with pytest.raises(anthropic.PermissionDeniedError):
+        await claude.messages.create(model="claude-mock", max_tokens=5, messages=[{"role": "user", "content": "no"}])
+
+
+async def test_revoked_key_refused_on_another_instance_within_a_second(mock, pg_url, redis_url, redis_prefix,
+                                                                     tmp_path):
+    """Two gateways share PostgreSQL and Redis: revoking on one is seen by the other at once."""
+    configs = []
+    for i in range(2):
+        raw = gateway_config(mock.url, pg_url, str(tmp_path / f"spill-{i}.jsonl"))
+        raw["redis"] = {"url": redis_url, "prefix": redis_prefix}
+        configs.append(parse_config(raw))
+    a = await start(configs[0], "127.0.0.1", 0)
+    b = await start(configs[1], "127.0.0.1", 0)
+    try:
+        key = await _new_key(a.url)
+        on_b = openai.AsyncOpenAI(base_url=f"{b.url}/v1", api_key=key["key"], max_retries=0)
+        await on_b.chat.completions.create(model="gpt-mock", messages=[{"role": "user", "content": "warm"}])  # cached
+        await _admin(a.url, "POST", f"/keys/{key['id']}/revoke")
+        loop = asyncio.get_running_loop()
+        revoked_at = loop.time()
+        while True:
+            try:
+                await on_b.chat.completions.create(model="gpt-mock", messages=[{"role": "user", "content": "x"}])
+            except openai.AuthenticationError as exc:
+                assert exc.body["code"] == "key_revoked"
+                break
+            assert loop.time() - revoked_at < 1.0, "instance B still accepts the revoked key after 1 s"
+            await asyncio.sleep(0.02)
+    finally:
+        await a.stop()
+        await b.stop()
