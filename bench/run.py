@@ -24,6 +24,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import credentials  # noqa: E402
 import report  # noqa: E402
 import servers  # noqa: E402
 import ttft  # noqa: E402
@@ -95,7 +96,7 @@ async def _check(url: str, model: str) -> None:
     """One plain and one streamed request must succeed before any load is measured."""
     async with aiohttp.ClientSession() as s:
         async with s.post(url, data=body(model, False), headers={"Content-Type": "application/json",
-                                                                 "Authorization": "Bearer x"}) as r:
+                                                                 "Authorization": f"Bearer {credentials.TOKEN}"}) as r:
             data = await r.read()
             if r.status != 200:
                 raise RuntimeError(f"{url}: HTTP {r.status}: {data[:300]!r}")
@@ -176,6 +177,7 @@ def _one_target(name: str, upstream: servers.Proc, logdir: Path, server_cpus: se
                 client_cpus: set[int] | None, args: argparse.Namespace, modes: list[str], conns: list[int],
                 tmp: str) -> dict[str, Any]:
     print(f"== {report.LABELS[name]}", flush=True)
+    credentials.TOKEN = "x"
     if name == "direct":
         url = upstream.url + "/v1/chat/completions"
         return measure_target(name, url, "bench-model", upstream.popen.pid, args, modes, conns, client_cpus, tmp)

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import credentials
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = os.environ.get("BENCH_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
 SLUICE = os.environ.get("BENCH_SLUICE", str(ROOT / ".venv" / "bin" / "sluice"))
@@ -22,6 +24,11 @@ server:
   access_log: {access_log}
   log_level: info
   detect_ollama: false
+  master_key: {master_key}
+database:
+  url: {database_url}
+ledger:
+  spill_path: {logdir}/ledger-spill.jsonl
 providers:
   mock:
     kind: openai-compatible
@@ -102,11 +109,31 @@ def start_bare(upstream: Proc, logdir: Path, cpus: set[int] | None) -> Proc:
 def start_sluice(upstream: Proc, logdir: Path, cpus: set[int] | None, access_log: bool, name: str) -> Proc:
     port = free_port()
     config = logdir / f"{name}.yaml"
-    config.write_text(SLUICE_YAML.format(access_log=str(access_log).lower(), upstream_port=upstream.port))
+    config.write_text(SLUICE_YAML.format(access_log=str(access_log).lower(), upstream_port=upstream.port,
+                                         master_key=MASTER_KEY, logdir=logdir.resolve() / name,
+                                         database_url=os.environ.get("BENCH_DATABASE_URL")
+                                         or f"sqlite:///{logdir.resolve() / name}/sluice.db"))
+    (logdir / name).mkdir(parents=True, exist_ok=True)
     # BENCH_SLUICE_CMD swaps the executable (e.g. another checkout's sluice) for comparisons.
     base = shlex.split(os.environ["BENCH_SLUICE_CMD"]) if os.environ.get("BENCH_SLUICE_CMD") else [SLUICE]
     cmd = [*base, "serve", "--config", str(config), "--port", str(port)]
-    return spawn(name, cmd, port, logdir, cpus)
+    proc = spawn(name, cmd, port, logdir, cpus)
+    credentials.TOKEN = issue_key(proc)
+    return proc
+
+
+MASTER_KEY = "sk-bench-" + "0123456789abcdef" * 3
+
+
+def issue_key(proc: Proc) -> str:
+    """A virtual key from the admin API: the load then exercises key lookup and the ledger."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"{proc.url}/admin/keys", data=json.dumps({"name": "bench"}).encode(),
+                                 headers={"authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local URL
+        return json.loads(resp.read())["key"]
 
 
 def python_version() -> str:

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+
+import credentials
 import orjson
 
 
@@ -36,7 +38,7 @@ async def _one(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[f
     ttfb = ttft = None
     done = False
     async with session.post(url, data=body, headers={"Content-Type": "application/json",
-                                                     "Authorization": "Bearer x"}) as resp:
+                                                     "Authorization": f"Bearer {credentials.TOKEN}"}) as resp:
         if resp.status != 200:
             raise RuntimeError(f"{url}: HTTP {resp.status}: {(await resp.read())[:300]!r}")
         async for line in resp.content:

@@ -12,13 +12,15 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+import credentials
+
 WRK = os.environ.get("WRK", "/usr/bin/wrk")
 _MARK = "WRKJSON "
 
 _LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer x"
+wrk.headers["Authorization"] = "Bearer %(token)s"
 wrk.body = [==[%(body)s]==]
 
 done = function(summary, latency, requests)
@@ -51,7 +53,7 @@ class WrkResult:
 def lua_script(body: bytes, directory: str) -> str:
     fd, path = tempfile.mkstemp(suffix=".lua", dir=directory)
     with os.fdopen(fd, "w") as f:
-        f.write(_LUA % {"body": body.decode(), "mark": _MARK})
+        f.write(_LUA % {"body": body.decode(), "mark": _MARK, "token": credentials.TOKEN})
     return path
 
 

@@ -125,8 +125,23 @@ async def start(config: Config, host: str | None = None, port: int | None = None
             raise RuntimeError("gateway stopped during start-up")
         await asyncio.sleep(0.01)
     bound = server.servers[0].sockets[0].getsockname()[1]
+    tune_gc()
     return Running(url=f"http://{_url_host(host)}:{bound}", server=server, task=task, emulator=emulator,
                    runtime=runtime)
+
+
+def tune_gc() -> None:
+    """Move start-up objects out of the collector's sight and collect young objects less often.
+
+    A gateway allocates many short-lived objects per request; with CPython's default thresholds
+    the cyclic collector runs every few requests and its older-generation passes walk every
+    long-lived object (config, pools, caches), which showed as tens of milliseconds of p99.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
 
 
 def _url_host(host: str) -> str:

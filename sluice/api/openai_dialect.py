@@ -359,7 +359,7 @@ class ChunkEncoder:
     points (with the finish chunk, after it, cumulatively), OpenAI clients expect it once, last.
     """
 
-    __slots__ = ("_prefix", "_suffix", "include_usage", "_usage", "_roles_sent")
+    __slots__ = ("_prefix", "_suffix", "_text_head", "_text_tail", "include_usage", "_usage", "_roles_sent")
 
     def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
         head = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
@@ -368,11 +368,17 @@ class ChunkEncoder:
         self._prefix = b"data: " + envelope[:-1] + b',"choices":'
         # With include_usage, OpenAI sends "usage": null on every chunk but the last.
         self._suffix = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+        # Most chunks are one piece of text for choice 0: spliced into a ready template.
+        self._text_head = self._prefix + b'[{"index":0,"delta":{"content":'
+        self._text_tail = b'},"logprobs":null,"finish_reason":null}]' + self._suffix
         self.include_usage = include_usage
         self._usage: Usage | None = None
         self._roles_sent: set[int] = set()
 
     def encode(self, chunk: ChatChunk) -> bytes:
+        if (chunk.text is not None and chunk.index == 0 and chunk.usage is None and chunk.finish_reason is None
+                and not chunk.tool_calls and 0 in self._roles_sent):
+            return self._text_head + orjson.dumps(chunk.text) + self._text_tail
         if chunk.usage is not None:
             self._usage = chunk.usage  # the latest report wins: some upstreams send running totals
         delta: dict[str, Any] = {}

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+import msgspec
 import orjson
 
 from sluice.providers.base import SSEEvent, Upstream, WireRequest, decode_error_body, retry_after_seconds
@@ -322,6 +323,30 @@ class OpenAIAdapter:
                                  usage=EmbeddingUsage(input_tokens=usage.get("prompt_tokens", 0)))
 
 
+class _WireDelta(msgspec.Struct, forbid_unknown_fields=True):
+    content: str | None = None
+
+
+class _WireChoice(msgspec.Struct):
+    index: int = 0
+    delta: _WireDelta | None = None
+    finish_reason: str | None = None
+
+
+class _WireChunk(msgspec.Struct):
+    """The common content-delta chunk, decoded straight into a typed shape: no dicts per event.
+
+    Strict on purpose: a chunk with anything more (a role, tool calls, usage, refusal, an
+    error) fails this decoder and takes the general path, which handles every field.
+    """
+
+    choices: list[_WireChoice]
+    usage: None = None
+    x_groq: None = None  # Groq's usage rides here
+
+_FAST = msgspec.json.Decoder(_WireChunk)
+
+
 class OpenAIStreamDecoder:
     __slots__ = ("provider", "_started", "_roles")
 
@@ -334,6 +359,10 @@ class OpenAIStreamDecoder:
         data = event.data
         if data == "[DONE]":
             return ()
+        if self._started:
+            fast = self._fast(data)
+            if fast is not None:
+                return fast
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -353,6 +382,19 @@ class OpenAIStreamDecoder:
         usage = obj.get("usage") or (obj.get("x_groq") or {}).get("usage")
         if usage:
             out.append(ChatChunk(usage=usage_from_wire(usage)))
+        return out
+
+    def _fast(self, data: str) -> list[ChatChunk] | None:
+        try:
+            wire = _FAST.decode(data)
+        except msgspec.DecodeError:
+            return None
+        out = []
+        for c in wire.choices:
+            if c.index not in self._roles:
+                return None  # a choice's first delta also announces its role: general path
+            text = c.delta.content if c.delta is not None else None
+            out.append(ChatChunk(index=c.index, text=text or None, finish_reason=_finish(c.finish_reason)))
         return out
 
     def _chunk(self, c: dict, envelope: dict | None) -> ChatChunk:
