@@ -73,12 +73,13 @@ router = APIRouter(prefix="/admin", responses=ERROR_RESPONSES)
 
 def create_admin_app(db: Any, authenticator: SupportsAuthenticate, events: Any | None = None) -> FastAPI:
     """``db``: ``sluice.store.db.Database``; ``events``: ``sluice.store.events.Events`` (or None)."""
-    app = FastAPI(title="Sluice admin API", version="1", docs_url="/docs", openapi_url="/openapi.json",
+    app = FastAPI(title="Sluice admin API", version="1", docs_url=None, openapi_url="/openapi.json",
                   redoc_url=None,
                   description="Virtual keys, teams, users, the audit log and usage of a Sluice gateway. "
                               "Authenticate with `Authorization: Bearer <master key or an admin's key>`.")
     app.state.db, app.state.authenticator, app.state.events = db, authenticator, events
     app.include_router(router)
+    _add_docs(app)
     _add_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     return app
@@ -90,8 +91,29 @@ def admin_routes(app: ASGIApp) -> list[BaseRoute]:
     A ``Route`` whose endpoint is an ASGI app passes the scope on unchanged, so the admin app
     sees the full path (a ``Mount`` would strip its prefix).
     """
-    paths = ("/admin", "/admin/{rest:path}", "/docs", "/docs/oauth2-redirect", "/openapi.json")
+    paths = ("/admin", "/admin/{rest:path}", "/docs", "/docs/{rest:path}", "/openapi.json")
     return [Route(path, endpoint=app) for path in paths]
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI from the swagger-ui-bundle package: the docs work with no internet (no CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from starlette.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="swagger-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Sluice admin API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png",
+                                   oauth2_redirect_url="/docs/oauth2-redirect")
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def oauth2_redirect() -> Response:
+        return get_swagger_ui_oauth2_redirect_html()
 
 
 # --- errors and request ids -------------------------------------------------------------------
