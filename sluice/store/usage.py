@@ -94,10 +94,13 @@ def _sqlite_value(value: Any) -> Any:
 async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
-        driver = (await connection.get_raw_connection()).driver_connection
         columns = [[row[name] for row in rows] for name in _COLUMNS]
         columns[_COLUMNS.index("tags")] = [orjson.dumps(v).decode() for v in columns[_COLUMNS.index("tags")]]
-        return {r[0] for r in await driver.fetch(_pg_insert_sql(), *columns)}
+        # Through SQLAlchemy's driver adapter, not the raw asyncpg connection: the adapter opens
+        # the session's transaction, so these rows commit together with their roll-ups or not at
+        # all (a raw call would autocommit them alone — found by the server-restart test).
+        result = await connection.exec_driver_sql(_pg_insert_sql(), tuple(columns))
+        return {r[0] for r in result.fetchall()}
     # SQLite: one writer per database file (the embedded mode), so "not there before the insert"
     # is "inserted"; RETURNING cannot be combined with executemany.
     ids = [row["request_id"] for row in rows]
