@@ -76,13 +76,31 @@ class DeploymentConfig(Strict):
     timeouts: TimeoutsConfig | None = None
     name: str | None = None  # shown in x-sluice-deployment; default "<provider>/<model>"
     pricing: PricingConfig | None = None
+    priority: int = 0  # for strategy "priority": lower goes first
+    rpm: int | None = Field(None, gt=0)  # the upstream account's limits, for strategy "usage_aware"
+    tpm: int | None = Field(None, gt=0)
+    context_window: int | None = Field(None, gt=0)  # input tokens; default from the built-in table
+
+
+class BackoffConfig(Strict):
+    base: float = Field(0.25, ge=0)  # seconds before the first retry of the same deployment; doubles
+    max: float = Field(8.0, ge=0)
+    max_retry_after: float = Field(20.0, ge=0)  # a longer Retry-After is not waited for: next option
 
 
 class ModelConfig(Strict):
     deployments: list[DeploymentConfig] = Field(min_length=1)
     description: str | None = None
-    # How many other deployments of the alias to try after a retryable failure before the first byte.
+    # Try the alias's other deployments after a retryable failure (before the first byte).
     failover: bool = True
+    strategy: Literal["weighted", "round_robin", "least_busy", "lowest_latency", "lowest_cost", "priority",
+                      "usage_aware"] = "weighted"
+    # Attempts after the first, across the alias's deployments (cycling); default: each deployment once.
+    retries: int | None = Field(None, ge=0, le=20)
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig)
+    fallbacks: list[str] = Field(default_factory=list)  # aliases tried in order when all attempts failed
+    context_window_fallback: str | None = None  # alias for prompts too long for this one
+    content_policy_fallback: str | None = None  # alias when a provider refuses for content policy
 
 
 class ServerConfig(Strict):
@@ -271,6 +289,14 @@ def parse_config(raw: Any, source: str = "config") -> Config:
 
 def _check_references(config: Config) -> None:
     for alias, model in config.models.items():
+        targets = [("fallbacks", f) for f in model.fallbacks]
+        targets += [(k, getattr(model, k)) for k in ("context_window_fallback", "content_policy_fallback")
+                    if getattr(model, k)]
+        for key, target in targets:
+            if target not in config.models:
+                hint = _nearest(target, config.models)
+                raise ConfigError(f"models.{alias}.{key}: unknown model alias '{target}'"
+                                  + (f"; did you mean '{hint}'?" if hint else ""))
         for i, dep in enumerate(model.deployments):
             if dep.provider not in config.providers:
                 hint = _nearest(dep.provider, config.providers)

@@ -21,7 +21,7 @@ from sluice.config import Config
 from sluice.observability.ledger import UsageEvent
 from sluice.policies.auth import Authenticator, Principal
 from sluice.providers.http import HttpPool, Timeouts
-from sluice.routing.router import DeploymentSpec, ModelGroup, PrimedStream, ProviderSpec, Route, Router
+from sluice.routing.router import DeploymentSpec, ModelGroup, Policy, PrimedStream, ProviderSpec, Route, Router
 from sluice.schema import (
     ChatChunk,
     ChatRequest,
@@ -161,7 +161,7 @@ class Gateway:
                 cached_tokens=usage.cached_tokens, latency_ms=(now - call.started) * 1000,
                 ttft_ms=(call.first_token_at - call.started) * 1000 if call.first_token_at else None,
                 error_type=call.error_kind, attempts=route.attempts,
-                fallback=route.attempts > 1,
+                fallback=route.attempts > 1 or route.fallback is not None,
             ))
         except Exception:  # noqa: BLE001 - accounting must never break the answer
             log.exception("could not record usage", extra={"request_id": call.request_id})
@@ -231,9 +231,13 @@ def build_router(config: Config, provider_urls: dict[str, str] | None = None) ->
         router.add_alias(
             alias,
             [DeploymentSpec(d.provider, d.model, d.weight, d.params, _timeouts(d.timeouts) if d.timeouts else None,
-                            d.name) for d in m.deployments],
+                            d.name, d.priority, d.rpm, d.tpm, d.context_window) for d in m.deployments],
             failover=m.failover,
             description=m.description,
+            policy=Policy(strategy=m.strategy, retries=m.retries, backoff_base=m.backoff.base,
+                          backoff_max=m.backoff.max, max_retry_after=m.backoff.max_retry_after,
+                          fallbacks=tuple(m.fallbacks), context_window_fallback=m.context_window_fallback,
+                          content_policy_fallback=m.content_policy_fallback),
         )
     return router
 

@@ -154,8 +154,10 @@ def route_headers(route) -> dict[str, str]:
         headers["x-sluice-deployment"] = route.deployment
     if route.attempts:
         headers["x-sluice-attempts"] = str(route.attempts)
-    if route.attempts > 1:
-        headers["x-sluice-fallback"] = route.deployment or ""
+    if route.fallback:
+        headers["x-sluice-fallback"] = route.fallback  # another alias answered
+    elif route.attempts > 1:
+        headers["x-sluice-fallback"] = route.deployment or ""  # another deployment answered
     return headers
 
 

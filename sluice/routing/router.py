@@ -8,7 +8,9 @@ anything has reached the client.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
@@ -17,6 +19,8 @@ from sluice.providers.base import Upstream
 from sluice.providers.client import ProviderClient
 from sluice.providers.http import HttpPool, Timeouts
 from sluice.providers.registry import adapter_for, family_of
+from sluice.routing.strategies import CostOf, LiveStats, make_strategy, weighted
+from sluice.routing.windows import context_window, estimate_prompt_tokens
 from sluice.schema import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, GatewayError
 
 T = TypeVar("T")
@@ -32,6 +36,10 @@ class DeploymentSpec:
     params: dict = field(default_factory=dict)
     timeouts: Timeouts | None = None
     name: str | None = None
+    priority: int = 0
+    rpm: int | None = None
+    tpm: int | None = None
+    context_window: int | None = None
 
 
 @dataclass(slots=True)
@@ -39,6 +47,10 @@ class Deployment:
     name: str
     client: ProviderClient
     weight: float = 1.0
+    priority: int = 0
+    rpm: int | None = None
+    tpm: int | None = None
+    context_window: int | None = None  # input tokens; None = unknown (never filtered)
 
     @property
     def provider(self) -> str:
@@ -50,12 +62,28 @@ class Deployment:
 
 
 @dataclass(slots=True)
+class Policy:
+    """An alias's routing rules: strategy, retries with backoff, and where to go when it fails."""
+
+    strategy: str = "weighted"
+    retries: int | None = None  # attempts after the first; None = each deployment once
+    backoff_base: float = 0.25
+    backoff_max: float = 8.0
+    max_retry_after: float = 20.0
+    fallbacks: tuple[str, ...] = ()
+    context_window_fallback: str | None = None
+    content_policy_fallback: str | None = None
+
+
+@dataclass(slots=True)
 class ModelGroup:
     alias: str
     deployments: list[Deployment]
     failover: bool = True
     description: str | None = None
     owned_by: str = "sluice"
+    policy: Policy = field(default_factory=Policy)
+    order: Callable[..., list] = field(default=weighted)
 
 
 @dataclass(slots=True)
@@ -67,6 +95,7 @@ class Route:
     provider: str | None = None
     upstream_model: str | None = None
     attempts: int = 0
+    fallback: str | None = None  # the alias that answered when the requested one could not
 
 
 @dataclass(slots=True)
@@ -81,13 +110,33 @@ class ProviderSpec:
     timeouts: Timeouts
 
 
+log = logging.getLogger("sluice.routing")
+MAX_FALLBACK_DEPTH = 3
+
+
+class NullStats:
+    """Live statistics when none are kept: every deployment looks idle and unmeasured."""
+
+    def inflight(self, name: str) -> int:
+        return 0
+
+    def latency(self, name: str, stream: bool) -> float | None:
+        return None
+
+    def usage_this_minute(self, name: str) -> tuple[int, int]:
+        return (0, 0)
+
+
 class Router:
-    def __init__(self, pool: HttpPool, providers: dict[str, ProviderSpec], passthrough: bool = True) -> None:
+    def __init__(self, pool: HttpPool, providers: dict[str, ProviderSpec], passthrough: bool = True,
+                 stats: LiveStats | None = None, cost_of: CostOf | None = None) -> None:
         self.pool = pool
         self.providers = providers
         self.passthrough = passthrough
+        self.stats: LiveStats = stats or NullStats()
+        self.cost_of = cost_of
         self.groups: dict[str, ModelGroup] = {}
-        self.patterns: list[tuple[str, list[DeploymentSpec], bool]] = []
+        self.patterns: list[tuple[str, list[DeploymentSpec], bool, str | None, Policy]] = []
         self._wild_cache: dict[str, ModelGroup] = {}
 
     # ---- building -------------------------------------------------------------------------
@@ -102,16 +151,23 @@ class Router:
         return ProviderClient(adapter_for(spec.kind), upstream, self.pool, timeouts or spec.timeouts)
 
     def add_alias(self, alias: str, deployments: list[DeploymentSpec], failover: bool = True,
-                  description: str | None = None) -> None:
+                  description: str | None = None, policy: Policy | None = None) -> None:
+        policy = policy or Policy()
         if any(ch in alias for ch in "*?["):
-            self.patterns.append((alias, deployments, failover))
+            self.patterns.append((alias, deployments, failover, description, policy))
             return
-        self.groups[alias] = ModelGroup(alias, [self._deployment(d, d.model) for d in deployments], failover,
-                                        description, owned_by=deployments[0].provider)
+        self.groups[alias] = self._group(alias, deployments, failover, description, policy, alias)
+
+    def _group(self, alias: str, specs: list[DeploymentSpec], failover: bool, description: str | None,
+               policy: Policy, requested: str) -> ModelGroup:
+        deps = [self._deployment(d, requested if d.model == "*" else d.model) for d in specs]
+        return ModelGroup(alias, deps, failover, description, owned_by=specs[0].provider, policy=policy,
+                          order=make_strategy(policy.strategy))
 
     def _deployment(self, d: DeploymentSpec, model: str) -> Deployment:
         client = self.client_for(d.provider, model, d.params, d.timeouts)
-        return Deployment(d.name or f"{d.provider}/{model}", client, d.weight)
+        return Deployment(d.name or f"{d.provider}/{model}", client, d.weight, d.priority, d.rpm, d.tpm,
+                          d.context_window or context_window(model))
 
     # ---- resolving ------------------------------------------------------------------------
 
@@ -119,46 +175,60 @@ class Router:
         group = self.groups.get(model) or self._wild_cache.get(model)
         if group is not None:
             return group
-        for pattern, deployments, failover in self.patterns:
+        for pattern, deployments, failover, description, policy in self.patterns:
             if fnmatch.fnmatchcase(model, pattern):
-                group = ModelGroup(model, [self._deployment(d, model if d.model == "*" else d.model)
-                                           for d in deployments], failover, owned_by=deployments[0].provider)
+                group = self._group(model, deployments, failover, description, policy, model)
                 break
         else:
             provider, sep, upstream_model = model.partition("/")
             if not (self.passthrough and sep and upstream_model and provider in self.providers):
                 raise GatewayError("not_found", f"The model '{model}' does not exist or you do not have access to it.",
                                    param="model", code="model_not_found")
-            group = ModelGroup(model, [Deployment(model, self.client_for(provider, upstream_model))],
+            group = ModelGroup(model, [Deployment(model, self.client_for(provider, upstream_model),
+                                                  context_window=context_window(upstream_model))],
                                owned_by=provider)
         if len(self._wild_cache) < 10_000:
             self._wild_cache[model] = group
         return group
 
-    def order(self, group: ModelGroup) -> list[Deployment]:
-        """Weighted-random first choice; the rest follow as failover candidates.
-
-        Weight 0 means "standby": never chosen first while another deployment has weight,
-        tried after the weighted ones when they fail.
-        """
+    def order(self, group: ModelGroup, prompt_tokens: int = 0, stream: bool = False) -> list[Deployment]:
+        """The deployments to try, in order: the strategy's choice first, then failover candidates."""
         deps = group.deployments
         if len(deps) == 1:
             return deps
-        weighted = [d for d in deps if d.weight > 0] or deps
-        first = random.choices(weighted, weights=[d.weight or 1 for d in weighted])[0]
-        if not group.failover:
-            return [first]
-        rest = [d for d in weighted if d is not first]
-        random.shuffle(rest)
-        return [first, *rest, *(d for d in deps if d not in weighted)]
+        ordered = group.order(deps, stats=self.stats, stream=stream, cost_of=self.cost_of,
+                              prompt_tokens=prompt_tokens)
+        return ordered if group.failover else ordered[:1]
 
     # ---- calling --------------------------------------------------------------------------
 
     async def _attempts(self, req, route: Route, call: Callable[[Deployment, object], Awaitable[T]]) -> T:
         group = self.resolve(req.model)
         route.alias = group.alias
+        return await self._run_group(group, req, route, call, depth=0)
+
+    async def _run_group(self, group: ModelGroup, req, route: Route, call, depth: int) -> T:
+        tokens = estimate_prompt_tokens(req) if isinstance(req, ChatRequest) else 0
+        candidates = self.order(group, tokens, getattr(req, "stream", False))
+        fitting = [d for d in candidates if d.context_window is None or tokens <= d.context_window]
+        if not fitting:
+            err = GatewayError("context_window_exceeded",
+                               f"The prompt (about {tokens} tokens) is longer than the context window of "
+                               f"'{group.alias}'.", param="messages", code="context_length_exceeded")
+            return await self._fall_back(group, req, route, call, depth, err)
+        try:
+            return await self._try_deployments(group, fitting, req, route, call)
+        except GatewayError as err:
+            return await self._fall_back(group, req, route, call, depth, err)
+
+    async def _try_deployments(self, group: ModelGroup, deps: list[Deployment], req, route: Route, call) -> T:
+        policy = group.policy
+        total = len(deps) if policy.retries is None else policy.retries + 1
         last: GatewayError | None = None
-        for dep in self.order(group):
+        for attempt in range(total):
+            dep = deps[attempt % len(deps)]
+            if attempt >= len(deps):  # another round on the same deployments: back off first
+                await self._backoff(policy, attempt // len(deps), last)
             route.attempts += 1
             route.deployment, route.provider = dep.name, dep.provider
             route.upstream_model = dep.client.upstream.model
@@ -170,6 +240,38 @@ class Router:
                 last = err
         assert last is not None
         raise last
+
+    async def _backoff(self, policy: Policy, round_: int, err: GatewayError | None) -> None:
+        if err is not None and err.retry_after is not None:
+            if err.retry_after > policy.max_retry_after:
+                raise err  # the upstream asks for longer than we wait: let the client decide
+            delay = err.retry_after
+        else:
+            delay = min(policy.backoff_max, policy.backoff_base * 2 ** (round_ - 1))
+            delay *= random.uniform(0.5, 1.0)  # jitter: instances retrying together spread out
+        await asyncio.sleep(delay)
+
+    async def _fall_back(self, group: ModelGroup, req, route: Route, call, depth: int, err: GatewayError) -> T:
+        policy = group.policy
+        if err.kind == "context_window_exceeded":
+            targets: tuple[str, ...] = (policy.context_window_fallback,) if policy.context_window_fallback else ()
+        elif err.kind == "content_policy":
+            targets = (policy.content_policy_fallback,) if policy.content_policy_fallback else ()
+        elif err.retryable:
+            targets = policy.fallbacks
+        else:
+            targets = ()
+        if not targets or depth >= MAX_FALLBACK_DEPTH:
+            raise err
+        for alias in targets:
+            target = self.resolve(alias)
+            route.fallback = alias
+            log.info("falling back from %s to %s after %s", group.alias, alias, err.kind)
+            try:
+                return await self._run_group(target, _with_model(req, alias), route, call, depth + 1)
+            except GatewayError as next_err:
+                err = next_err
+        raise err
 
     async def chat(self, req: ChatRequest, route: Route) -> ChatResponse:
         return await self._attempts(req, route, lambda dep, r: dep.client.chat(r))
@@ -218,6 +320,12 @@ class PrimedStream:
 
     async def aclose(self) -> None:
         await self._rest.aclose()
+
+
+def _with_model(req, alias: str):
+    from msgspec import structs
+
+    return structs.replace(req, model=alias)
 
 
 def _for_family(req, family: str):

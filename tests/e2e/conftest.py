@@ -42,6 +42,21 @@ def gateway_config(mock_url: str, database_url: str, spill_path: str) -> dict:
         "gemini-bad-request": {"deployments": [{"provider": "gem", "model": "gemini-x+fail=400"}]},
         "cut-stream": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+cut=4+chunk_delay=30"}]},
         "cut-stream-claude": {"deployments": [{"provider": "claude", "model": "claude-x+cut=5+chunk_delay=30"}]},
+        # Routing policies (issue 4).
+        "retry-once": {"retries": 1, "backoff": {"base": 0.05},
+                       "deployments": [{"provider": "oai", "model": "gpt-4o-mini+fail_first=1", "name": "flaky-once"}]},
+        "retry-after-1s": {"retries": 1, "deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini+fail_first=1+retry_after=1", "name": "asks-to-wait"}]},
+        "primary-down": {"fallbacks": ["gpt-mock"],
+                         "deployments": [{"provider": "oai", "model": "gpt-4o-mini+fail=503", "name": "down"}]},
+        "tiny-window": {"context_window_fallback": "claude-mock", "deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini", "name": "small", "context_window": 60}]},
+        "by-priority": {"strategy": "priority", "deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini", "name": "second", "priority": 2},
+            {"provider": "claude", "model": "claude-sonnet-4-5", "name": "first", "priority": 1}]},
+        "rotating": {"strategy": "round_robin", "deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini", "name": "rr-a"},
+            {"provider": "gem", "model": "gemini-2.5-flash", "name": "rr-b"}]},
         "slow-start": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=1000+chunk_delay=10"}]},
         "slow-stream": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+chunk_delay=300"}]},
         "stalled": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+stall=5000",

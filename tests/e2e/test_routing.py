@@ -1,0 +1,67 @@
+"""Routing policies against the emulator's faults: retries, Retry-After, fallbacks, context windows, strategies."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from sluice.mock import expected_text_reply
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+async def test_retry_same_deployment_after_a_5xx(oai):
+    raw = await oai.chat.completions.with_raw_response.create(model="retry-once", messages=HI)
+    assert raw.headers["x-sluice-attempts"] == "2"
+    assert raw.parse().choices[0].message.content == expected_text_reply("hi")
+
+
+async def test_retry_waits_for_retry_after(oai):
+    started = time.monotonic()
+    raw = await oai.chat.completions.with_raw_response.create(model="retry-after-1s", messages=HI)
+    assert raw.headers["x-sluice-attempts"] == "2"
+    assert time.monotonic() - started >= 0.95  # the upstream asked for one second
+
+
+async def test_retry_after_longer_than_the_limit_is_not_waited(oai):
+    started = time.monotonic()
+    with pytest.raises(openai.RateLimitError):
+        await oai.chat.completions.create(model="rate-limited", messages=HI)  # Retry-After: 7
+    assert time.monotonic() - started < 2
+
+
+async def test_fallback_chain_to_another_alias(oai, upstream_log):
+    raw = await oai.chat.completions.with_raw_response.create(model="primary-down", messages=HI)
+    assert raw.headers["x-sluice-fallback"] == "gpt-mock"
+    assert raw.parse().choices[0].message.content == expected_text_reply("hi")
+    assert [r["body"]["model"] for r in await upstream_log()] == ["gpt-4o-mini+fail=503", "gpt-4o-mini"]
+
+
+async def test_fallback_for_streams(oai):
+    stream = await oai.chat.completions.create(model="primary-down", messages=HI, stream=True)
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == expected_text_reply("hi")
+
+
+async def test_oversized_prompt_takes_the_context_window_fallback(oai, upstream_log):
+    short = await oai.chat.completions.with_raw_response.create(model="tiny-window", messages=HI)
+    assert short.headers["x-sluice-deployment"] == "small" and "x-sluice-fallback" not in short.headers
+    long_prompt = [{"role": "user", "content": "word " * 200}]  # ~250 tokens > the 60-token window
+    raw = await oai.chat.completions.with_raw_response.create(model="tiny-window", messages=long_prompt)
+    assert raw.headers["x-sluice-fallback"] == "claude-mock"
+    assert (await upstream_log())[-1]["path"] == "/v1/messages"  # never sent to the small model
+
+
+async def test_priority_strategy(oai):
+    for _ in range(5):
+        raw = await oai.chat.completions.with_raw_response.create(model="by-priority", messages=HI)
+        assert raw.headers["x-sluice-deployment"] == "first"
+
+
+async def test_round_robin_alternates(oai):
+    seen = []
+    for _ in range(4):
+        raw = await oai.chat.completions.with_raw_response.create(model="rotating", messages=HI)
+        seen.append(raw.headers["x-sluice-deployment"])
+    assert seen[0] != seen[1] and seen[:2] == seen[2:]

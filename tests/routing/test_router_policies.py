@@ -1,0 +1,96 @@
+"""Router policies with injected call functions (no network): fallbacks by error kind, retries, strategies."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.providers.http import HttpPool
+from sluice.routing.router import DeploymentSpec, Policy, ProviderSpec, Route, Router
+from sluice.routing.strategies import least_busy, lowest_cost, lowest_latency, priority, usage_aware
+from sluice.routing.windows import context_window, estimate_prompt_tokens
+from sluice.providers.http import Timeouts
+from sluice.schema import ChatRequest, GatewayError, Message, TextPart
+
+
+def _router() -> Router:
+    spec = ProviderSpec("p", "openai", "http://127.0.0.1:9/v1", "k", None, {}, {}, Timeouts())
+    router = Router(HttpPool(), {"p": spec})
+    router.add_alias("main", [DeploymentSpec("p", "m1", name="d1")],
+                     policy=Policy(content_policy_fallback="safe", fallbacks=("backup",)))
+    router.add_alias("safe", [DeploymentSpec("p", "m2", name="d-safe")])
+    router.add_alias("backup", [DeploymentSpec("p", "m3", name="d-backup")])
+    return router
+
+
+def _req(text: str = "hi", model: str = "main") -> ChatRequest:
+    return ChatRequest(model=model, messages=[Message(role="user", content=[TextPart(text=text)])])
+
+
+@pytest.mark.parametrize("kind, status, answered_by", [
+    ("content_policy", 400, "d-safe"),
+    ("server_error", 500, "d-backup"),
+    ("rate_limit", 429, "d-backup"),
+])
+async def test_fallback_target_depends_on_the_error(kind, status, answered_by):
+    router = _router()
+
+    async def call(dep, req):
+        if dep.name == "d1":
+            raise GatewayError(kind, "no", status=status)
+        return dep.name
+
+    route = Route()
+    assert await router._attempts(_req(), route, call) == answered_by
+    assert route.fallback == ("safe" if kind == "content_policy" else "backup")
+
+
+async def test_client_errors_do_not_fall_back():
+    router = _router()
+    calls = []
+
+    async def call(dep, req):
+        calls.append(dep.name)
+        raise GatewayError("invalid_request", "bad", status=400)
+
+    with pytest.raises(GatewayError):
+        await router._attempts(_req(), Route(), call)
+    assert calls == ["d1"]
+
+
+def test_context_window_table_and_estimate():
+    assert context_window("gpt-4o-2024-08-06") == 128_000
+    assert context_window("openai/gpt-4o-mini") == 128_000
+    assert context_window("my-own-model") is None
+    assert 240 <= estimate_prompt_tokens(_req("word " * 200)) <= 300
+
+
+class _Dep:
+    def __init__(self, name, weight=1.0, prio=0, rpm=None, tpm=None):
+        self.name, self.weight, self.priority, self.rpm, self.tpm = name, weight, prio, rpm, tpm
+
+
+class _Stats:
+    def __init__(self, inflight=None, latency=None, usage=None):
+        self._inflight, self._latency, self._usage = inflight or {}, latency or {}, usage or {}
+
+    def inflight(self, name):
+        return self._inflight.get(name, 0)
+
+    def latency(self, name, stream):
+        return self._latency.get(name)
+
+    def usage_this_minute(self, name):
+        return self._usage.get(name, (0, 0))
+
+
+def test_strategies_order_by_their_measure():
+    a, b, c = _Dep("a"), _Dep("b"), _Dep("c", weight=0)
+    deps = [a, b, c]
+    assert least_busy(deps, stats=_Stats(inflight={"a": 5, "b": 1}))[0] is b
+    assert lowest_latency(deps, stats=_Stats(latency={"a": 0.2, "b": 0.9}))[0] is a
+    assert lowest_latency(deps, stats=_Stats(latency={"a": 0.2}))[0] is b  # unmeasured goes first
+    assert lowest_cost(deps, cost_of=lambda d, t: {"a": 3.0, "b": 1.0}.get(d.name), prompt_tokens=10)[0] is b
+    assert [d.name for d in priority([_Dep("x", prio=2), _Dep("y", prio=1)])] == ["y", "x"]
+    full, empty = _Dep("full", rpm=10), _Dep("empty", rpm=10)
+    assert usage_aware([full, empty], stats=_Stats(usage={"full": (10, 0)}))[0] is empty
+    assert least_busy(deps, stats=_Stats(inflight={"a": 9, "b": 9}))[-1] is c  # standby stays last
