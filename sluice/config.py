@@ -113,6 +113,31 @@ class ServerConfig(Strict):
     detect_ollama: bool = True
 
 
+class RuleConfig(Strict):
+    """``when`` every listed condition holds, send the request to ``route_to`` (an alias)."""
+
+    class When(Strict):
+        model: str | None = None  # requested alias (glob)
+        tags: list[str] = Field(default_factory=list)
+        metadata: dict[str, Any] = Field(default_factory=dict)
+        key: str | None = None
+        team: str | None = None
+        user: str | None = None
+        headers: dict[str, str] = Field(default_factory=dict)
+        has_tools: bool | None = None
+        has_images: bool | None = None
+        prompt_tokens_gt: int | None = Field(None, ge=0)
+        prompt_tokens_lt: int | None = Field(None, gt=0)
+
+    name: str | None = None
+    when: When
+    route_to: str
+
+
+class RoutingConfig(Strict):
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+
 class DatabaseConfig(Strict):
     # Default: $SLUICE_DATABASE_URL, else a SQLite file ./sluice.db. PostgreSQL: postgresql://…
     url: str | None = None
@@ -165,6 +190,7 @@ class LedgerConfig(Strict):
 
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
@@ -288,6 +314,11 @@ def parse_config(raw: Any, source: str = "config") -> Config:
 
 
 def _check_references(config: Config) -> None:
+    for i, rule in enumerate(config.routing.rules):
+        if rule.route_to not in config.models:
+            hint = _nearest(rule.route_to, config.models)
+            raise ConfigError(f"routing.rules.{i}.route_to: unknown model alias '{rule.route_to}'"
+                              + (f"; did you mean '{hint}'?" if hint else ""))
     for alias, model in config.models.items():
         targets = [("fallbacks", f) for f in model.fallbacks]
         targets += [(k, getattr(model, k)) for k in ("context_window_fallback", "content_policy_fallback")

@@ -15,13 +15,25 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Mapping
+
+from msgspec import structs
 
 from sluice.config import Config
 from sluice.observability.ledger import UsageEvent
 from sluice.policies.auth import Authenticator, Principal
 from sluice.providers.http import HttpPool, Timeouts
-from sluice.routing.router import DeploymentSpec, ModelGroup, Policy, PrimedStream, ProviderSpec, Route, Router
+from sluice.routing.conditional import ConditionalRouter, Facts, Rule
+from sluice.routing.router import (
+    DeploymentSpec,
+    ModelGroup,
+    Policy,
+    PrimedStream,
+    ProviderSpec,
+    Route,
+    Router,
+)
+from sluice.routing.windows import estimate_prompt_tokens
 from sluice.schema import (
     ChatChunk,
     ChatRequest,
@@ -29,6 +41,7 @@ from sluice.schema import (
     EmbeddingRequest,
     EmbeddingResponse,
     GatewayError,
+    ImagePart,
     Usage,
 )
 
@@ -44,6 +57,7 @@ class Call:
     credential: str | None = None
     end_user: str | None = None  # from the x-sluice-end-user header; the request's `user` wins
     tags: tuple[str, ...] = ()
+    headers: Mapping[str, str] | None = None  # the request's headers, for routing rules
     principal: Principal | None = None
     route: Route = field(default_factory=Route)
     started: float = field(default_factory=time.perf_counter)
@@ -62,17 +76,20 @@ class Call:
 
 class Gateway:
     def __init__(self, router: Router, auth: Authenticator,
-                 record: Callable[[UsageEvent], None] | None = None) -> None:
+                 record: Callable[[UsageEvent], None] | None = None,
+                 rules: ConditionalRouter | None = None) -> None:
         self.router = router
         self.auth = auth
         self.record = record  # the ledger's non-blocking record(); None = no ledger
+        self.rules = rules if rules and rules.rules else None
 
     @classmethod
     def from_config(cls, config: Config, provider_urls: dict[str, str] | None = None,
                     auth: Authenticator | None = None,
                     record: Callable[[UsageEvent], None] | None = None) -> "Gateway":
         """``provider_urls`` supplies base URLs decided at start-up (the in-process emulator's port)."""
-        return cls(build_router(config, provider_urls), auth or Authenticator(config.server.master_key), record)
+        return cls(build_router(config, provider_urls), auth or Authenticator(config.server.master_key), record,
+                   build_rules(config))
 
     async def close(self) -> None:
         await self.router.pool.close()
@@ -87,10 +104,27 @@ class Gateway:
                                param="model", code="model_not_allowed")
         return principal
 
+    def _route_by_rules(self, call: Call, req: ChatRequest) -> ChatRequest:
+        if self.rules is None:
+            return req
+        p = call.principal
+        facts = Facts(
+            model=req.model, tags=(*(p.tags if p else ()), *call.tags), metadata=req.metadata,
+            key_id=p.key_id if p else None, team_id=p.team_id if p else None, user_id=p.user_id if p else None,
+            headers=call.headers, has_tools=bool(req.tools),
+            has_images=any(isinstance(part, ImagePart) for m in req.messages for part in m.content),
+            prompt_tokens=lambda: estimate_prompt_tokens(req),
+        )
+        rule = self.rules.pick(facts)
+        if rule is None or rule.route_to == req.model:
+            return req
+        call.route.rule = rule.name
+        return structs.replace(req, model=rule.route_to)
+
     async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
         try:
             await self._admit(call, req.model)
-            resp = await self.router.chat(req, call.route)
+            resp = await self.router.chat(self._route_by_rules(call, req), call.route)
             call.usage = resp.usage
             return resp
         except GatewayError as err:
@@ -109,7 +143,7 @@ class Gateway:
         """
         try:
             await self._admit(call, req.model)
-            primed = await self.router.stream(req, call.route)
+            primed = await self.router.stream(self._route_by_rules(call, req), call.route)
         except (GatewayError, asyncio.CancelledError) as err:
             if isinstance(err, GatewayError):
                 call.fail(err)
@@ -213,6 +247,17 @@ def may_use(principal: Principal, model: str) -> bool:
     if allowed is None:
         return True
     return any(model == a or fnmatch.fnmatchcase(model, a) for a in allowed)
+
+
+def build_rules(config: Config) -> ConditionalRouter:
+    return ConditionalRouter([
+        Rule(name=r.name or f"rule-{i}", route_to=r.route_to, model=r.when.model, tags=tuple(r.when.tags),
+             metadata=r.when.metadata or None, key=r.when.key, team=r.when.team, user=r.when.user,
+             headers={k.lower(): v for k, v in r.when.headers.items()} or None, has_tools=r.when.has_tools,
+             has_images=r.when.has_images, prompt_tokens_gt=r.when.prompt_tokens_gt,
+             prompt_tokens_lt=r.when.prompt_tokens_lt)
+        for i, r in enumerate(config.routing.rules)
+    ])
 
 
 def build_router(config: Config, provider_urls: dict[str, str] | None = None) -> Router:

@@ -43,6 +43,7 @@ def caller_context(request: Request) -> dict[str, Any]:
     headers = request.headers
     tags = headers.get("x-sluice-tags")
     return {
+        "headers": headers,
         "end_user": headers.get("x-sluice-end-user") or None,
         "tags": tuple(t.strip() for t in tags.split(",") if t.strip()) if tags else (),
     }
@@ -154,6 +155,8 @@ def route_headers(route) -> dict[str, str]:
         headers["x-sluice-deployment"] = route.deployment
     if route.attempts:
         headers["x-sluice-attempts"] = str(route.attempts)
+    if route.rule:
+        headers["x-sluice-rule"] = route.rule
     if route.fallback:
         headers["x-sluice-fallback"] = route.fallback  # another alias answered
     elif route.attempts > 1:

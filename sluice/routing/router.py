@@ -96,6 +96,7 @@ class Route:
     upstream_model: str | None = None
     attempts: int = 0
     fallback: str | None = None  # the alias that answered when the requested one could not
+    rule: str | None = None  # the conditional-routing rule that chose the alias
 
 
 @dataclass(slots=True)

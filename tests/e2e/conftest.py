@@ -63,6 +63,13 @@ def gateway_config(mock_url: str, database_url: str, spill_path: str) -> dict:
                                       "timeouts": {"idle": 0.5}}]},
     })
     return {
+        "routing": {"rules": [
+            {"name": "free-tier", "when": {"model": "gpt-mock", "tags": ["free"]}, "route_to": "gemini-mock"},
+            {"name": "gold-header", "when": {"model": "gpt-mock", "headers": {"x-tier": "gold"}},
+             "route_to": "claude-mock"},
+            {"name": "long-prompts", "when": {"model": "gpt-mock", "prompt_tokens_gt": 400},
+             "route_to": "claude-mock"},
+        ]},
         "server": {"master_key": MASTER_KEY, "access_log": False},
         "database": {"url": database_url},
         "ledger": {"flush_interval": 0.05, "spill_path": spill_path},

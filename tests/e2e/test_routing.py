@@ -65,3 +65,17 @@ async def test_round_robin_alternates(oai):
         raw = await oai.chat.completions.with_raw_response.create(model="rotating", messages=HI)
         seen.append(raw.headers["x-sluice-deployment"])
     assert seen[0] != seen[1] and seen[:2] == seen[2:]
+
+
+@pytest.mark.parametrize("headers, messages, rule, deployment", [
+    ({"x-sluice-tags": "free"}, HI, "free-tier", "gem/gemini-2.5-flash"),
+    ({"x-tier": "gold"}, HI, "gold-header", "claude/claude-sonnet-4-5"),
+    ({}, [{"role": "user", "content": "long " * 500}], "long-prompts", "claude/claude-sonnet-4-5"),
+    ({}, HI, None, "oai/gpt-4o-mini"),
+])
+async def test_conditional_rules(oai, headers, messages, rule, deployment):
+    raw = await oai.chat.completions.with_raw_response.create(model="gpt-mock", messages=messages,
+                                                              extra_headers=headers)
+    assert raw.headers.get("x-sluice-rule") == rule
+    assert raw.headers["x-sluice-deployment"] == deployment
+    assert raw.parse().model == "gpt-mock"  # the client still sees the alias it asked for

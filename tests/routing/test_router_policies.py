@@ -94,3 +94,21 @@ def test_strategies_order_by_their_measure():
     full, empty = _Dep("full", rpm=10), _Dep("empty", rpm=10)
     assert usage_aware([full, empty], stats=_Stats(usage={"full": (10, 0)}))[0] is empty
     assert least_busy(deps, stats=_Stats(inflight={"a": 9, "b": 9}))[-1] is c  # standby stays last
+
+
+def test_rule_conditions():
+    from sluice.routing.conditional import ConditionalRouter, Facts, Rule
+
+    rules = ConditionalRouter([
+        Rule("vision", "big", has_images=True),
+        Rule("team-a-free", "mini", team="team-a", metadata={"tier": "free"}),
+        Rule("tools-short", "tooler", has_tools=True, prompt_tokens_lt=100),
+        Rule("user-x", "special", user="x", key="k1"),
+    ])
+    pick = lambda **kw: (rules.pick(Facts(model="m", **kw)) or Rule("none", "")).name  # noqa: E731
+    assert pick(has_images=True) == "vision"
+    assert pick(team_id="team-a", metadata={"tier": "free"}) == "team-a-free"
+    assert pick(team_id="team-a", metadata={"tier": "paid"}) == "none"
+    assert pick(has_tools=True, prompt_tokens=lambda: 50) == "tools-short"
+    assert pick(has_tools=True, prompt_tokens=lambda: 500) == "none"
+    assert pick(user_id="x", key_id="k1") == "user-x" and pick(user_id="x", key_id="k2") == "none"
