@@ -80,6 +80,7 @@ class DeploymentConfig(Strict):
     rpm: int | None = Field(None, gt=0)  # the upstream account's limits, for strategy "usage_aware"
     tpm: int | None = Field(None, gt=0)
     context_window: int | None = Field(None, gt=0)  # input tokens; default from the built-in table
+    circuit_breaker: "CircuitBreakerConfig | None" = None  # overrides routing.circuit_breaker
 
 
 class BackoffConfig(Strict):
@@ -134,8 +135,22 @@ class RuleConfig(Strict):
     route_to: str
 
 
+class CircuitBreakerConfig(Strict):
+    """Per deployment: `failures` retryable failures in a row within `window` s open the circuit
+    for `cooldown` s; then one probe request decides. Shared through Redis when configured."""
+
+    enabled: bool = True
+    failures: int = Field(5, ge=1)
+    window: float = Field(30.0, gt=0)
+    cooldown: float = Field(30.0, gt=0)
+    probe_timeout: float = Field(60.0, gt=0)
+    retry_after: bool = True  # a 429's Retry-After opens the circuit for that long
+    max_retry_after: float = Field(300.0, gt=0)
+
+
 class RoutingConfig(Strict):
     rules: list[RuleConfig] = Field(default_factory=list)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
 
 
 class DatabaseConfig(Strict):
@@ -385,3 +400,6 @@ def embedded_defaults(env: dict[str, str] | None = None, ollama_models: list[str
     if env.get("SLUICE_MASTER_KEY"):
         server["master_key"] = env["SLUICE_MASTER_KEY"]
     return parse_config({"server": server, "providers": providers, "models": models}, "defaults")
+
+
+DeploymentConfig.model_rebuild()

@@ -24,6 +24,7 @@ from sluice.observability.ledger import UsageEvent
 from sluice.policies.auth import Authenticator, Principal
 from sluice.providers.http import HttpPool, Timeouts
 from sluice.routing.conditional import ConditionalRouter, Facts, Rule
+from sluice.routing.health import CircuitBreaker, CircuitPolicy, LocalCircuitStore
 from sluice.routing.router import (
     DeploymentSpec,
     ModelGroup,
@@ -86,10 +87,12 @@ class Gateway:
     @classmethod
     def from_config(cls, config: Config, provider_urls: dict[str, str] | None = None,
                     auth: Authenticator | None = None,
-                    record: Callable[[UsageEvent], None] | None = None) -> "Gateway":
-        """``provider_urls`` supplies base URLs decided at start-up (the in-process emulator's port)."""
-        return cls(build_router(config, provider_urls), auth or Authenticator(config.server.master_key), record,
-                   build_rules(config))
+                    record: Callable[[UsageEvent], None] | None = None,
+                    circuit_store: object | None = None) -> "Gateway":
+        """``provider_urls`` supplies base URLs decided at start-up (the in-process emulator's port);
+        ``circuit_store`` shares circuit state between instances (Redis), else it is in-process."""
+        return cls(build_router(config, provider_urls, circuit_store), auth or Authenticator(config.server.master_key),
+                   record, build_rules(config))
 
     async def close(self) -> None:
         await self.router.pool.close()
@@ -180,9 +183,11 @@ class Gateway:
     # ---- usage ----------------------------------------------------------------------------
 
     def _record(self, call: Call, model: str, endpoint: str, user: str | None, stream: bool) -> None:
+        p, route, usage = call.principal, call.route, call.usage or Usage()
+        if route.deployment and usage.total_tokens:
+            self.router.stats.get(route.deployment).add_tokens(usage.total_tokens)  # for usage-aware routing
         if self.record is None:
             return
-        p, route, usage = call.principal, call.route, call.usage or Usage()
         now = time.perf_counter()
         try:
             self.record(UsageEvent(
@@ -260,7 +265,23 @@ def build_rules(config: Config) -> ConditionalRouter:
     ])
 
 
-def build_router(config: Config, provider_urls: dict[str, str] | None = None) -> Router:
+def build_breaker(config: Config, store: object | None) -> CircuitBreaker | None:
+    defaults = config.routing.circuit_breaker
+    if not defaults.enabled:
+        return None
+    fields = ("enabled", "failures", "window", "cooldown", "probe_timeout", "retry_after", "max_retry_after")
+    policy = CircuitPolicy(**{f: getattr(defaults, f) for f in fields})
+    overrides = {}
+    for m in config.models.values():
+        for d in m.deployments:
+            if d.circuit_breaker is not None:
+                overrides[d.name or f"{d.provider}/{d.model}"] = CircuitPolicy(
+                    **{f: getattr(d.circuit_breaker, f) for f in fields})
+    return CircuitBreaker(store or LocalCircuitStore(), policy, policies=overrides)
+
+
+def build_router(config: Config, provider_urls: dict[str, str] | None = None,
+                 circuit_store: object | None = None) -> Router:
     specs: dict[str, ProviderSpec] = {}
     for name, p in config.providers.items():
         kind = "openai-compatible" if p.kind == "emulator" else p.kind
@@ -271,7 +292,8 @@ def build_router(config: Config, provider_urls: dict[str, str] | None = None) ->
             api_version=p.api_version, headers=dict(p.headers), options=dict(p.options),
             timeouts=_timeouts(p.timeouts),
         )
-    router = Router(HttpPool(), specs, passthrough=config.passthrough)
+    router = Router(HttpPool(), specs, passthrough=config.passthrough,
+                    breaker=build_breaker(config, circuit_store))
     for alias, m in config.models.items():
         router.add_alias(
             alias,

@@ -18,7 +18,9 @@ from sluice.observability.pricing import make_pricer
 from sluice.policies.auth import Authenticator
 from sluice.policies.jwt import JWTVerifier
 from sluice.store.db import Database
+from sluice.store.circuit_redis import RedisCircuitStore
 from sluice.store.events import Events, LocalEvents, RedisEvents
+from sluice.store.redis import redis_client
 from sluice.store.migrate import upgrade
 
 log = logging.getLogger("sluice.runtime")
@@ -30,6 +32,7 @@ class Runtime:
     events: Events
     auth: Authenticator
     ledger: Ledger | None
+    circuit_store: object | None = None  # shared circuit state (Redis); None = in-process
 
     @classmethod
     async def open(cls, config: Config) -> "Runtime":
@@ -47,14 +50,19 @@ class Runtime:
         if config.ledger.enabled:
             ledger = Ledger(db, config.ledger, make_pricer(price_overrides(config)))
             await ledger.start()
+        circuit_store = None
+        if redis_url:
+            circuit_store = RedisCircuitStore(redis_client(redis_url, name="sluice-circuit"), config.redis.prefix)
         log.info("state ready", extra={"database": db.url.split("@")[-1], "redis": bool(redis_url)})
-        return cls(db, events, auth, ledger)
+        return cls(db, events, auth, ledger, circuit_store)
 
     async def close(self) -> None:
         if self.ledger is not None:
             await self.ledger.close()
         await self.auth.close()
         await self.events.close()
+        if self.circuit_store is not None:
+            await self.circuit_store.client.aclose()
         await self.db.close()
 
 

@@ -101,7 +101,8 @@ async def start(config: Config, host: str | None = None, port: int | None = None
         urls = {name: emulator.url + "/v1" for name in emulated}
     runtime = await Runtime.open(config)
     gateway = Gateway.from_config(config, urls, auth=runtime.auth,
-                                  record=runtime.ledger.record if runtime.ledger else None)
+                                  record=runtime.ledger.record if runtime.ledger else None,
+                                  circuit_store=runtime.circuit_store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

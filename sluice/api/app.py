@@ -32,6 +32,7 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = 32 * 1024 * 1024, acce
         Route("/health", health.liveness, methods=["GET"]),
         Route("/health/liveliness", health.liveness, methods=["GET"]),
         Route("/health/readiness", health.readiness, methods=["GET"]),
+        Route("/health/deployments", health.deployments, methods=["GET"]),
     ]
     if runtime is not None:
         from sluice.api.admin import admin_routes, create_admin_app

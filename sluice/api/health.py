@@ -15,3 +15,9 @@ async def liveness(request: Request) -> Response:
 async def readiness(request: Request) -> Response:
     gateway = request.app.state.gateway
     return JSONResponse({"status": "ready", "models": len(gateway.router.groups)})
+
+
+async def deployments(request: Request) -> Response:
+    """Each deployment's circuit state, latency, time to first token, error rate and load."""
+    gateway = request.app.state.gateway
+    return JSONResponse({"deployments": await gateway.router.health()})

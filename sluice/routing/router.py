@@ -19,7 +19,9 @@ from sluice.providers.base import Upstream
 from sluice.providers.client import ProviderClient
 from sluice.providers.http import HttpPool, Timeouts
 from sluice.providers.registry import adapter_for, family_of
-from sluice.routing.strategies import CostOf, LiveStats, make_strategy, weighted
+from sluice.routing.health import CircuitBreaker, deployments_report, open_circuit_error
+from sluice.routing.stats import StatsRegistry
+from sluice.routing.strategies import CostOf, make_strategy, weighted
 from sluice.routing.windows import context_window, estimate_prompt_tokens
 from sluice.schema import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, GatewayError
 
@@ -115,27 +117,16 @@ log = logging.getLogger("sluice.routing")
 MAX_FALLBACK_DEPTH = 3
 
 
-class NullStats:
-    """Live statistics when none are kept: every deployment looks idle and unmeasured."""
-
-    def inflight(self, name: str) -> int:
-        return 0
-
-    def latency(self, name: str, stream: bool) -> float | None:
-        return None
-
-    def usage_this_minute(self, name: str) -> tuple[int, int]:
-        return (0, 0)
-
-
 class Router:
     def __init__(self, pool: HttpPool, providers: dict[str, ProviderSpec], passthrough: bool = True,
-                 stats: LiveStats | None = None, cost_of: CostOf | None = None) -> None:
+                 stats: StatsRegistry | None = None, cost_of: CostOf | None = None,
+                 breaker: CircuitBreaker | None = None) -> None:
         self.pool = pool
         self.providers = providers
         self.passthrough = passthrough
-        self.stats: LiveStats = stats or NullStats()
+        self.stats = stats or StatsRegistry()
         self.cost_of = cost_of
+        self.breaker = breaker  # None: no circuit breaking
         self.groups: dict[str, ModelGroup] = {}
         self.patterns: list[tuple[str, list[DeploymentSpec], bool, str | None, Policy]] = []
         self._wild_cache: dict[str, ModelGroup] = {}
@@ -223,24 +214,52 @@ class Router:
             return await self._fall_back(group, req, route, call, depth, err)
 
     async def _try_deployments(self, group: ModelGroup, deps: list[Deployment], req, route: Route, call) -> T:
-        policy = group.policy
+        policy, breaker = group.policy, self.breaker
+        if breaker is not None and not any(breaker.available(d.name) for d in deps):
+            raise open_circuit_error(group.alias, breaker, [d.name for d in deps])  # retryable: fallbacks apply
         total = len(deps) if policy.retries is None else policy.retries + 1
+        first_token = bool(getattr(req, "stream", False))
         last: GatewayError | None = None
         for attempt in range(total):
             dep = deps[attempt % len(deps)]
             if attempt >= len(deps):  # another round on the same deployments: back off first
                 await self._backoff(policy, attempt // len(deps), last)
+            if breaker is not None and not await breaker.allow(dep.name):
+                continue
             route.attempts += 1
             route.deployment, route.provider = dep.name, dep.provider
             route.upstream_model = dep.client.upstream.model
+            stats = self.stats.get(dep.name)
+            started = stats.begin()
             try:
-                return await call(dep, _for_family(req, dep.family))
+                result = await call(dep, _for_family(req, dep.family))
             except GatewayError as err:
+                stats.end(started, err, first_token=first_token)
+                if breaker is not None:
+                    await breaker.record_failure(dep.name, err)
                 if not err.retryable:
                     raise
                 last = err
-        assert last is not None
+                continue
+            except BaseException as exc:  # cancelled (the client left) or a bug
+                stats.end(started, exc, first_token=first_token)
+                if breaker is not None:
+                    breaker.release_soon(dep.name)  # never await while being cancelled
+                raise
+            stats.end(started, first_token=first_token)
+            if breaker is not None:
+                await breaker.record_success(dep.name)
+            return result
+        if last is None:  # every candidate's circuit was open
+            raise open_circuit_error(group.alias, breaker, [d.name for d in deps])
         raise last
+
+    def deployment_names(self) -> list[str]:
+        return sorted({d.name for g in (*self.groups.values(), *self._wild_cache.values()) for d in g.deployments})
+
+    async def health(self) -> list[dict]:
+        """Per deployment: circuit state, latency, time to first token, error rate, load."""
+        return await deployments_report(self.deployment_names(), self.stats, self.breaker)
 
     async def _backoff(self, policy: Policy, round_: int, err: GatewayError | None) -> None:
         if err is not None and err.retry_after is not None:

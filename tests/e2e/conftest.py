@@ -57,17 +57,30 @@ def gateway_config(mock_url: str, database_url: str, spill_path: str) -> dict:
         "rotating": {"strategy": "round_robin", "deployments": [
             {"provider": "oai", "model": "gpt-4o-mini", "name": "rr-a"},
             {"provider": "gem", "model": "gemini-2.5-flash", "name": "rr-b"}]},
+        # Circuit breaking (issue 4): one deployment in a 429 storm, one healthy.
+        "storm": {"deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini+fail=429", "name": "storming",
+             "circuit_breaker": {"failures": 3, "cooldown": 60, "retry_after": False}},
+            {"provider": "gem", "model": "gemini-2.5-flash", "name": "calm"}]},
+        "always-500": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+fail=500", "name": "dead",
+                                        "circuit_breaker": {"failures": 3, "cooldown": 60}}]},
         "slow-start": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=1000+chunk_delay=10"}]},
         "slow-stream": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+chunk_delay=300"}]},
         "stalled": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+stall=5000",
                                       "timeouts": {"idle": 0.5}}]},
     })
+    # Fault-injection deployments answer every request with their fault: circuits off for them, so
+    # each test sees the upstream's own error (test_circuits.py covers the breaker).
+    for alias in ("rate-limited", "anthropic-overloaded", "gemini-bad-request", "flaky", "primary-down",
+                  "retry-once", "retry-after-1s", "cut-stream", "cut-stream-claude", "stalled"):
+        for dep in models[alias]["deployments"]:
+            dep.setdefault("circuit_breaker", {"enabled": False})
     return {
         "routing": {"rules": [
             {"name": "free-tier", "when": {"model": "gpt-mock", "tags": ["free"]}, "route_to": "gemini-mock"},
             {"name": "gold-header", "when": {"model": "gpt-mock", "headers": {"x-tier": "gold"}},
              "route_to": "claude-mock"},
-            {"name": "long-prompts", "when": {"model": "gpt-mock", "prompt_tokens_gt": 400},
+            {"name": "long-prompts", "when": {"model": "gpt-mock", "prompt_tokens_gt": 2000},
              "route_to": "claude-mock"},
         ]},
         "server": {"master_key": MASTER_KEY, "access_log": False},

@@ -70,7 +70,7 @@ async def test_round_robin_alternates(oai):
 @pytest.mark.parametrize("headers, messages, rule, deployment", [
     ({"x-sluice-tags": "free"}, HI, "free-tier", "gem/gemini-2.5-flash"),
     ({"x-tier": "gold"}, HI, "gold-header", "claude/claude-sonnet-4-5"),
-    ({}, [{"role": "user", "content": "long " * 500}], "long-prompts", "claude/claude-sonnet-4-5"),
+    ({}, [{"role": "user", "content": "long " * 3000}], "long-prompts", "claude/claude-sonnet-4-5"),
     ({}, HI, None, "oai/gpt-4o-mini"),
 ])
 async def test_conditional_rules(oai, headers, messages, rule, deployment):
