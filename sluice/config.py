@@ -148,8 +148,28 @@ class CircuitBreakerConfig(Strict):
     max_retry_after: float = Field(300.0, gt=0)
 
 
+class SemanticRouteConfig(Strict):
+    name: str
+    target: str  # alias requests like the examples go to
+    examples: list[str] = Field(min_length=1)
+    threshold: float | None = Field(None, ge=-1, le=1)
+
+
+class SemanticAliasConfig(Strict):
+    """A virtual alias (``model: auto``) whose requests go to the route nearest in meaning."""
+
+    alias: str
+    routes: list[SemanticRouteConfig] = Field(min_length=1)
+    default: str | None = None  # alias below the threshold; None = the first route's target
+    threshold: float = Field(0.2, ge=-1, le=1)
+    embedder: str = "local"  # "local" (in-process ONNX model) or an embeddings alias
+    include_system: bool = False
+    scoring: Literal["centroid", "max"] = "centroid"
+
+
 class RoutingConfig(Strict):
     rules: list[RuleConfig] = Field(default_factory=list)
+    semantic: list[SemanticAliasConfig] = Field(default_factory=list)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
 
 
@@ -329,6 +349,14 @@ def parse_config(raw: Any, source: str = "config") -> Config:
 
 
 def _check_references(config: Config) -> None:
+    for i, sem in enumerate(config.routing.semantic):
+        names = [(f"routing.semantic.{i}.routes.{j}.target", r.target) for j, r in enumerate(sem.routes)]
+        names += [(f"routing.semantic.{i}.default", sem.default)] if sem.default else []
+        names += [(f"routing.semantic.{i}.embedder", sem.embedder)] if sem.embedder != "local" else []
+        for path, target in names:
+            if target not in config.models:
+                hint = _nearest(target, config.models)
+                raise ConfigError(f"{path}: unknown model alias '{target}'" + (f"; did you mean '{hint}'?" if hint else ""))
     for i, rule in enumerate(config.routing.rules):
         if rule.route_to not in config.models:
             hint = _nearest(rule.route_to, config.models)

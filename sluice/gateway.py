@@ -34,6 +34,12 @@ from sluice.routing.router import (
     Route,
     Router,
 )
+from sluice.routing.semantic import (
+    CallableEmbedder,
+    SemanticRoute,
+    SemanticRouter,
+    routing_text,
+)
 from sluice.routing.windows import estimate_prompt_tokens
 from sluice.schema import (
     ChatChunk,
@@ -83,6 +89,32 @@ class Gateway:
         self.auth = auth
         self.record = record  # the ledger's non-blocking record(); None = no ledger
         self.rules = rules if rules and rules.rules else None
+        self.semantic: dict[str, tuple[SemanticRouter, bool]] = {}  # alias → (router, include_system)
+
+    async def start(self, config: Config) -> None:
+        """Build the semantic routers (embedding their examples) so a bad setup fails at boot."""
+        local = None
+        for sem in config.routing.semantic:
+            if sem.embedder == "local":
+                if local is None:
+                    from sluice.routing.local_embedder import LocalOnnxEmbedder
+
+                    local = LocalOnnxEmbedder()
+                embedder = local
+            else:
+                embedder = CallableEmbedder(self._embedder_for(sem.embedder))
+            routes = [SemanticRoute(r.name, r.target, list(r.examples), r.threshold) for r in sem.routes]
+            router = SemanticRouter(routes, embedder, sem.default or sem.routes[0].target, sem.threshold,
+                                    scoring=sem.scoring)
+            await router.start()
+            self.semantic[sem.alias] = (router, sem.include_system)
+
+    def _embedder_for(self, alias: str):
+        async def embed(texts: list[str]):
+            # Routing's own embedding calls are infrastructure: not billed to the caller's key.
+            return await self.router.embed(EmbeddingRequest(model=alias, input=texts), Route())
+
+        return embed
 
     @classmethod
     def from_config(cls, config: Config, provider_urls: dict[str, str] | None = None,
@@ -107,6 +139,17 @@ class Gateway:
                                param="model", code="model_not_allowed")
         return principal
 
+    async def _route(self, call: Call, req: ChatRequest) -> ChatRequest:
+        """Conditional rules first, then semantic aliases: both may pick another alias."""
+        req = self._route_by_rules(call, req)
+        semantic = self.semantic.get(req.model)
+        if semantic is None:
+            return req
+        router, include_system = semantic
+        decision = await router.route(routing_text(req, include_system=include_system))
+        call.route.semantic = decision.route_name or decision.reason
+        return structs.replace(req, model=decision.alias or router.default_alias)
+
     def _route_by_rules(self, call: Call, req: ChatRequest) -> ChatRequest:
         if self.rules is None:
             return req
@@ -127,7 +170,7 @@ class Gateway:
     async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
         try:
             await self._admit(call, req.model)
-            resp = await self.router.chat(self._route_by_rules(call, req), call.route)
+            resp = await self.router.chat(await self._route(call, req), call.route)
             call.usage = resp.usage
             return resp
         except GatewayError as err:
@@ -146,7 +189,7 @@ class Gateway:
         """
         try:
             await self._admit(call, req.model)
-            primed = await self.router.stream(self._route_by_rules(call, req), call.route)
+            primed = await self.router.stream(await self._route(call, req), call.route)
         except (GatewayError, asyncio.CancelledError) as err:
             if isinstance(err, GatewayError):
                 call.fail(err)
@@ -174,11 +217,15 @@ class Gateway:
 
     async def list_models(self, call: Call) -> list[ModelGroup]:
         principal = await self._admit(call, None)
-        return [g for g in self.router.groups.values() if may_use(principal, g.alias)]
+        groups = [*self.router.groups.values(), *(self._virtual(a) for a in self.semantic)]
+        return [g for g in groups if may_use(principal, g.alias)]
 
     async def get_model(self, call: Call, model: str) -> ModelGroup:
         await self._admit(call, model)
-        return self.router.resolve(model)
+        return self._virtual(model) if model in self.semantic else self.router.resolve(model)
+
+    def _virtual(self, alias: str) -> ModelGroup:
+        return ModelGroup(alias, [], description="semantic routing", owned_by="sluice")
 
     # ---- usage ----------------------------------------------------------------------------
 

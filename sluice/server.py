@@ -103,6 +103,7 @@ async def start(config: Config, host: str | None = None, port: int | None = None
     gateway = Gateway.from_config(config, urls, auth=runtime.auth,
                                   record=runtime.ledger.record if runtime.ledger else None,
                                   circuit_store=runtime.circuit_store)
+    await gateway.start(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -99,6 +99,7 @@ class Route:
     attempts: int = 0
     fallback: str | None = None  # the alias that answered when the requested one could not
     rule: str | None = None  # the conditional-routing rule that chose the alias
+    semantic: str | None = None  # the semantic route taken (or why none was)
 
 
 @dataclass(slots=True)

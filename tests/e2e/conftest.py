@@ -76,7 +76,18 @@ def gateway_config(mock_url: str, database_url: str, spill_path: str) -> dict:
         for dep in models[alias]["deployments"]:
             dep.setdefault("circuit_breaker", {"enabled": False})
     return {
-        "routing": {"rules": [
+        "routing": {
+            "semantic": [{"alias": "auto", "default": "gemini-mock", "routes": [
+                {"name": "code", "target": "gpt-mock", "examples": [
+                    "fix this python function", "why does my javascript code throw an error",
+                    "write a sql query that joins two tables", "how do I reverse a linked list in java",
+                    "refactor this class to use dependency injection", "my regex does not match"]},
+                {"name": "math", "target": "claude-mock", "examples": [
+                    "what is the derivative of x squared", "solve 3x + 5 = 20", "integrate sin(x) from 0 to pi",
+                    "what is 15 percent of 240", "prove that the square root of 2 is irrational",
+                    "compute the determinant of this matrix"]},
+            ]}],
+            "rules": [
             {"name": "free-tier", "when": {"model": "gpt-mock", "tags": ["free"]}, "route_to": "gemini-mock"},
             {"name": "gold-header", "when": {"model": "gpt-mock", "headers": {"x-tier": "gold"}},
              "route_to": "claude-mock"},

@@ -79,3 +79,20 @@ async def test_conditional_rules(oai, headers, messages, rule, deployment):
     assert raw.headers.get("x-sluice-rule") == rule
     assert raw.headers["x-sluice-deployment"] == deployment
     assert raw.parse().model == "gpt-mock"  # the client still sees the alias it asked for
+
+
+@pytest.mark.parametrize("text, route, deployment", [
+    ("Write a python function that removes duplicates from a list", "code", "oai/gpt-4o-mini"),
+    ("What is the integral of 2x from 0 to 3?", "math", "claude/claude-sonnet-4-5"),
+    ("Suggest a name for my new puppy", "below_threshold", "gem/gemini-2.5-flash"),
+])
+async def test_semantic_alias_routes_by_meaning(oai, text, route, deployment):
+    raw = await oai.chat.completions.with_raw_response.create(model="auto",
+                                                              messages=[{"role": "user", "content": text}])
+    assert raw.headers["x-sluice-semantic-route"] == route
+    assert raw.headers["x-sluice-deployment"] == deployment
+    assert raw.parse().model == "auto"
+
+
+async def test_semantic_alias_is_listed(oai):
+    assert "auto" in {m.id async for m in oai.models.list()}
