@@ -100,6 +100,9 @@ class ModelConfig(Strict):
     retries: int | None = Field(None, ge=0, le=20)
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     fallbacks: list[str] = Field(default_factory=list)  # aliases tried in order when all attempts failed
+    # Hedged requests: start a second attempt on the next deployment when the first has not
+    # answered (first token, for streams) within `hedge_after_ms`, or "p95" of what it usually takes.
+    hedge_after_ms: float | Literal["p95"] | None = None
     context_window_fallback: str | None = None  # alias for prompts too long for this one
     content_policy_fallback: str | None = None  # alias when a provider refuses for content policy
 

@@ -351,6 +351,8 @@ def build_router(config: Config, provider_urls: dict[str, str] | None = None,
             policy=Policy(strategy=m.strategy, retries=m.retries, backoff_base=m.backoff.base,
                           backoff_max=m.backoff.max, max_retry_after=m.backoff.max_retry_after,
                           fallbacks=tuple(m.fallbacks), context_window_fallback=m.context_window_fallback,
+                          hedge=None if m.hedge_after_ms is None else 0.0 if m.hedge_after_ms == "p95"
+                          else m.hedge_after_ms / 1000,
                           content_policy_fallback=m.content_policy_fallback),
         )
     return router

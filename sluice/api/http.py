@@ -157,6 +157,8 @@ def route_headers(route) -> dict[str, str]:
         headers["x-sluice-attempts"] = str(route.attempts)
     if route.rule:
         headers["x-sluice-rule"] = route.rule
+    if route.hedged:
+        headers["x-sluice-hedged"] = "true"
     if route.semantic:
         headers["x-sluice-semantic-route"] = route.semantic
     if route.fallback:

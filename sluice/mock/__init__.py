@@ -40,6 +40,8 @@ Fault directives in the model name
 ``chunk_delay=MS`` wait MS between stream chunks (overrides ``chunk_delay_ms``)
 ``stall=MS``     after the first stream chunk, pause MS, then continue (non-streaming:
                 extra delay before the body)
+``slow=MS``      with ``slow_rate=R``: a share R of requests wait MS more before the first byte,
+                spread evenly (R=0.1: requests 10, 20, 30, …) — tail latency for hedging
 ``cut=N``        send N stream chunks, then drop the connection without a proper end
                 (non-streaming: half the body, then drop)
 =============== ===================================================================

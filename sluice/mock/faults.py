@@ -5,6 +5,7 @@ Grammar (see the package docstring)::
     model      := base ( "+" directive )*
     directive  := key "=" value
     key        := fail | retry_after | fail_rate | fail_first | latency | chunk_delay | cut | stall
+                | slow | slow_rate
 
 A request's :class:`Plan` is the model's directives, overridden key by key by the first
 matching control-API rule, on top of the server's startup options.
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 _INT_KEYS = {"fail", "fail_first", "cut"}
-_FLOAT_KEYS = {"retry_after", "fail_rate", "latency", "chunk_delay", "stall"}
+_FLOAT_KEYS = {"retry_after", "fail_rate", "latency", "chunk_delay", "stall", "slow", "slow_rate"}
 KEYS = _INT_KEYS | _FLOAT_KEYS
 
 
@@ -37,6 +38,8 @@ class Fault:
     chunk_delay: float | None = None  # ms between stream chunks
     cut: int | None = None  # close the connection after N stream chunks
     stall: float | None = None  # ms pause after the first stream chunk
+    slow: float | None = None  # extra ms before the first byte on a `slow_rate` share of requests
+    slow_rate: float | None = None  # which requests are slow: spread evenly, like fail_rate
 
     def overlay(self, other: "Fault") -> "Fault":
         merged = Fault()
@@ -60,8 +63,8 @@ def parse_fault(items: dict[str, Any]) -> Fault:
             raise DirectiveError(f"mock directive {key}={raw!r} is not a number") from None
         if key == "fail" and not 400 <= value <= 599:
             raise DirectiveError(f"mock directive fail={value}: status must be 400..599")
-        if key == "fail_rate" and not 0 <= value <= 1:
-            raise DirectiveError(f"mock directive fail_rate={value}: must be within 0..1")
+        if key in ("fail_rate", "slow_rate") and not 0 <= value <= 1:
+            raise DirectiveError(f"mock directive {key}={value}: must be within 0..1")
         if value < 0:
             raise DirectiveError(f"mock directive {key}={value} must not be negative")
         setattr(fault, key, value)
@@ -164,6 +167,8 @@ def make_plan(fault: Fault, seq: int, latency_ms: float, chunk_delay_ms: float) 
         cut=fault.cut,
         stall_ms=fault.stall or 0.0,
     )
+    if fault.slow and fault.slow_rate and int(seq * fault.slow_rate) > int((seq - 1) * fault.slow_rate):
+        plan.latency_ms += fault.slow  # a tail-latency outlier: deterministic, every 1/rate-th request
     if should_fail(fault, seq):
         plan.fail_status = fault.fail or 500
         plan.retry_after = fault.retry_after

@@ -73,6 +73,9 @@ class Policy:
     backoff_max: float = 8.0
     max_retry_after: float = 20.0
     fallbacks: tuple[str, ...] = ()
+    # Hedging: seconds to wait for the first attempt before starting a second one on the next
+    # deployment; 0 = the primary's observed p95 (first token for streams); None = off.
+    hedge: float | None = None
     context_window_fallback: str | None = None
     content_policy_fallback: str | None = None
 
@@ -100,6 +103,7 @@ class Route:
     fallback: str | None = None  # the alias that answered when the requested one could not
     rule: str | None = None  # the conditional-routing rule that chose the alias
     semantic: str | None = None  # the semantic route taken (or why none was)
+    hedged: bool = False  # a second attempt was started because the first was slow
 
 
 @dataclass(slots=True)
@@ -218,8 +222,16 @@ class Router:
         policy, breaker = group.policy, self.breaker
         if breaker is not None and not any(breaker.available(d.name) for d in deps):
             raise open_circuit_error(group.alias, breaker, [d.name for d in deps])  # retryable: fallbacks apply
+        if policy.hedge is not None and len(deps) > 1:
+            try:
+                return await self._hedged(policy, deps[0], deps[1], req, route, call)
+            except GatewayError as err:
+                if not err.retryable:
+                    raise
+                deps = deps[2:]  # both hedged attempts failed: the remaining deployments, if any
+                if not deps:
+                    raise
         total = len(deps) if policy.retries is None else policy.retries + 1
-        first_token = bool(getattr(req, "stream", False))
         last: GatewayError | None = None
         for attempt in range(total):
             dep = deps[attempt % len(deps)]
@@ -227,33 +239,65 @@ class Router:
                 await self._backoff(policy, attempt // len(deps), last)
             if breaker is not None and not await breaker.allow(dep.name):
                 continue
-            route.attempts += 1
-            route.deployment, route.provider = dep.name, dep.provider
-            route.upstream_model = dep.client.upstream.model
-            stats = self.stats.get(dep.name)
-            started = stats.begin()
             try:
-                result = await call(dep, _for_family(req, dep.family))
+                return await self._attempt(dep, req, route, call)
             except GatewayError as err:
-                stats.end(started, err, first_token=first_token)
-                if breaker is not None:
-                    await breaker.record_failure(dep.name, err)
                 if not err.retryable:
                     raise
                 last = err
-                continue
-            except BaseException as exc:  # cancelled (the client left) or a bug
-                stats.end(started, exc, first_token=first_token)
-                if breaker is not None:
-                    breaker.release_soon(dep.name)  # never await while being cancelled
-                raise
-            stats.end(started, first_token=first_token)
-            if breaker is not None:
-                await breaker.record_success(dep.name)
-            return result
         if last is None:  # every candidate's circuit was open
             raise open_circuit_error(group.alias, breaker, [d.name for d in deps])
         raise last
+
+    async def _attempt(self, dep: Deployment, req, route: Route, call) -> T:
+        """One call to one deployment, measured and reported to its circuit."""
+        route.attempts += 1
+        route.deployment, route.provider = dep.name, dep.provider
+        route.upstream_model = dep.client.upstream.model
+        first_token = bool(getattr(req, "stream", False))
+        breaker = self.breaker
+        stats = self.stats.get(dep.name)
+        started = stats.begin()
+        try:
+            result = await call(dep, _for_family(req, dep.family))
+        except GatewayError as err:
+            stats.end(started, err, first_token=first_token)
+            if breaker is not None:
+                await breaker.record_failure(dep.name, err)
+            raise
+        except BaseException as exc:  # cancelled (the client left, or a hedge lost) or a bug
+            stats.end(started, exc, first_token=first_token)
+            if breaker is not None:
+                breaker.release_soon(dep.name)  # never await while being cancelled
+            raise
+        stats.end(started, first_token=first_token)
+        if breaker is not None:
+            await breaker.record_success(dep.name)
+        return result
+
+    async def _hedged(self, policy: Policy, primary: Deployment, backup: Deployment, req, route: Route, call) -> T:
+        """Start the backup when the primary has not answered (its first token, for streams)
+        within the threshold; the first success wins and the other attempt is cancelled."""
+        stream = bool(getattr(req, "stream", False))
+        delay = policy.hedge if policy.hedge > 0 else (self.stats.p95(primary.name, stream) or 1.0)
+        routes = [Route(alias=route.alias), Route(alias=route.alias)]
+        tasks = [asyncio.ensure_future(self._attempt(primary, req, routes[0], call))]
+        winner: asyncio.Future | None = None
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=delay)
+            if not done and (self.breaker is None or await self.breaker.allow(backup.name)):
+                route.hedged = True
+                tasks.append(asyncio.ensure_future(self._attempt(backup, req, routes[1], call)))
+            winner, error = await _first_success(tasks)
+        finally:
+            await _close_losers(tasks, winner)
+        route.attempts += sum(r.attempts for r in routes)
+        chosen = routes[tasks.index(winner)] if winner is not None else routes[-1] if len(tasks) > 1 else routes[0]
+        route.deployment, route.provider, route.upstream_model = chosen.deployment, chosen.provider, \
+            chosen.upstream_model
+        if winner is None:
+            raise error
+        return winner.result()
 
     def deployment_names(self) -> list[str]:
         return sorted({d.name for g in (*self.groups.values(), *self._wild_cache.values()) for d in g.deployments})
@@ -341,6 +385,37 @@ class PrimedStream:
 
     async def aclose(self) -> None:
         await self._rest.aclose()
+
+
+async def _first_success(tasks: list[asyncio.Future]) -> tuple[asyncio.Future | None, GatewayError | None]:
+    """The first task to succeed, or (None, the last error) when all fail."""
+    pending, error = set(tasks), None
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task.exception() is None:
+                return task, None
+            error = task.exception()
+            if not isinstance(error, GatewayError):
+                raise error
+    return None, error
+
+
+async def _close_losers(tasks: list[asyncio.Future], winner: asyncio.Future | None) -> None:
+    """Cancel the attempts that lost and wait for them to unwind; a stream that opened anyway
+    is closed, so its upstream stops generating."""
+    for task in tasks:
+        if task is winner:
+            continue
+        if not task.done():
+            task.cancel()
+        try:
+            result = await task
+        except BaseException:  # noqa: BLE001 - the loser's outcome no longer matters
+            continue
+        aclose = getattr(result, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _with_model(req, alias: str):

@@ -64,6 +64,16 @@ def gateway_config(mock_url: str, database_url: str, spill_path: str) -> dict:
             {"provider": "gem", "model": "gemini-2.5-flash", "name": "calm"}]},
         "always-500": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+fail=500", "name": "dead",
                                         "circuit_breaker": {"failures": 3, "cooldown": 60}}]},
+        # Hedging (issue 4): the primary is slow; a second attempt starts after 100 ms.
+        "hedged": {"strategy": "priority", "hedge_after_ms": 100, "deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini+latency=800+chunk_delay=5", "name": "slowpoke", "priority": 1},
+            {"provider": "oai", "model": "gpt-4o-mini", "name": "sprinter", "priority": 2}]},
+        "tail": {"strategy": "priority", "deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini+slow=400+slow_rate=0.1", "name": "tail-a", "priority": 1},
+            {"provider": "gem", "model": "gemini-2.5-flash", "name": "tail-b", "priority": 2}]},
+        "tail-hedged": {"strategy": "priority", "hedge_after_ms": 50, "deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini+slow=400+slow_rate=0.1", "name": "tail-a", "priority": 1},
+            {"provider": "gem", "model": "gemini-2.5-flash", "name": "tail-b", "priority": 2}]},
         "slow-start": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=1000+chunk_delay=10"}]},
         "slow-stream": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+chunk_delay=300"}]},
         "stalled": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+stall=5000",
