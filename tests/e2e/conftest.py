@@ -74,6 +74,12 @@ def gateway_config(mock_url: str, database_url: str, spill_path: str) -> dict:
         "tail-hedged": {"strategy": "priority", "hedge_after_ms": 50, "deployments": [
             {"provider": "oai", "model": "gpt-4o-mini+slow=400+slow_rate=0.1", "name": "tail-a", "priority": 1},
             {"provider": "gem", "model": "gemini-2.5-flash", "name": "tail-b", "priority": 2}]},
+        "fastest": {"strategy": "lowest_latency", "deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini+latency=60", "name": "lagging"},
+            {"provider": "gem", "model": "gemini-2.5-flash", "name": "quick"}]},
+        "least-busy": {"strategy": "least_busy", "deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini+latency=300", "name": "busy-a"},
+            {"provider": "gem", "model": "gemini-2.5-flash+latency=300", "name": "busy-b"}]},
         "slow-start": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=1000+chunk_delay=10"}]},
         "slow-stream": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+chunk_delay=300"}]},
         "stalled": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+stall=5000",

@@ -96,3 +96,21 @@ async def test_semantic_alias_routes_by_meaning(oai, text, route, deployment):
 
 async def test_semantic_alias_is_listed(oai):
     assert "auto" in {m.id async for m in oai.models.list()}
+
+
+async def test_lowest_latency_moves_traffic_to_the_faster_deployment(oai):
+    seen = []
+    for _ in range(20):
+        raw = await oai.chat.completions.with_raw_response.create(model="fastest", messages=HI)
+        seen.append(raw.headers["x-sluice-deployment"])
+    # Both are measured once (unmeasured goes first), then the faster one takes the traffic.
+    assert seen[2:].count("quick") >= 17
+
+
+async def test_least_busy_spreads_concurrent_calls(oai):
+    import asyncio
+
+    raws = await asyncio.gather(*(oai.chat.completions.with_raw_response.create(model="least-busy", messages=HI)
+                                  for _ in range(6)))
+    counts = {name: [r.headers["x-sluice-deployment"] for r in raws].count(name) for name in ("busy-a", "busy-b")}
+    assert counts == {"busy-a": 3, "busy-b": 3}
