@@ -37,9 +37,14 @@ providers:
 models:
   bench:
     deployments:
-      - provider: mock
-        model: bench-model
+{deployments}
 """
+
+
+def _deployments() -> str:
+    """BENCH_DEPLOYMENTS=N spreads the alias over N deployments (same upstream) to measure routing cost."""
+    n = int(os.environ.get("BENCH_DEPLOYMENTS", "1"))
+    return "\n".join(f"      - {{provider: mock, model: bench-model, name: mock-{i}}}" for i in range(n))
 
 
 def free_port() -> int:
@@ -111,6 +116,7 @@ def start_sluice(upstream: Proc, logdir: Path, cpus: set[int] | None, access_log
     config = logdir / f"{name}.yaml"
     config.write_text(SLUICE_YAML.format(access_log=str(access_log).lower(), upstream_port=upstream.port,
                                          master_key=MASTER_KEY, logdir=logdir.resolve() / name,
+                                         deployments=_deployments(),
                                          database_url=os.environ.get("BENCH_DATABASE_URL")
                                          or f"sqlite:///{logdir.resolve() / name}/sluice.db"))
     (logdir / name).mkdir(parents=True, exist_ok=True)
