@@ -345,19 +345,37 @@ class Router:
         return await self._attempts(req, route, lambda dep, r: dep.client.embed(r))
 
     async def stream(self, req: ChatRequest, route: Route) -> "PrimedStream":
-        """Open a stream and read up to its first chunk, failing over until one starts."""
+        """Open a stream and read up to its first token, failing over until one starts.
+
+        "First token" is the first chunk with content (text, a tool call, or the finish): a
+        stream that only announced its role has produced nothing yet. The deployment's
+        `timeouts.first_token` bounds the wait; running out is a retryable timeout.
+        """
         async def start(dep: Deployment, r: ChatRequest) -> PrimedStream:
             it = dep.client.stream(r).__aiter__()
+            limit = dep.client.timeouts.first_token
             try:
-                first = await it.__anext__()
-            except StopAsyncIteration:
-                return PrimedStream(None, it)
+                async with asyncio.timeout(limit):
+                    head = await _read_to_first_token(it)
+            except TimeoutError:
+                await it.aclose()
+                raise GatewayError("timeout", f"upstream '{dep.provider}' sent no token within {limit:g} s",
+                                   status=504, provider=dep.provider) from None
             except BaseException:
                 await it.aclose()
                 raise
-            return PrimedStream(first, it)
+            return PrimedStream(head or None, it)
 
         return await self._attempts(req, route, start)
+
+
+async def _read_to_first_token(it: AsyncIterator[list[ChatChunk]]) -> list[ChatChunk]:
+    head: list[ChatChunk] = []
+    async for batch in it:
+        head.extend(batch)
+        if any(c.text or c.tool_calls or c.finish_reason for c in batch):
+            break
+    return head
 
 
 class PrimedStream:

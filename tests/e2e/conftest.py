@@ -80,6 +80,11 @@ def gateway_config(mock_url: str, database_url: str, spill_path: str) -> dict:
         "least-busy": {"strategy": "least_busy", "deployments": [
             {"provider": "oai", "model": "gpt-4o-mini+latency=300", "name": "busy-a"},
             {"provider": "gem", "model": "gemini-2.5-flash+latency=300", "name": "busy-b"}]},
+        # No token within 0.3 s (the stream stalls after its role chunk): the standby answers.
+        "ttft-limited": {"deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini+stall=3000", "name": "stalls",
+             "timeouts": {"first_token": 0.3}, "circuit_breaker": {"enabled": False}},
+            {"provider": "gem", "model": "gemini-2.5-flash", "name": "backup", "weight": 0}]},
         "slow-start": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=1000+chunk_delay=10"}]},
         "slow-stream": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+chunk_delay=300"}]},
         "stalled": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+stall=5000",

@@ -82,11 +82,13 @@ async def test_cut_stream_ends_with_error_event_anthropic(claude):
 
 
 async def test_stalled_stream_times_out_with_error_not_hang(oai):
-    stream = await oai.chat.completions.create(model="stalled", messages=HI, stream=True)
-    with pytest.raises(openai.APIError):
+    # The stall comes before the first token, so the client gets a 504 instead of a stream.
+    with pytest.raises(openai.APIError) as exc:
         async with asyncio.timeout(4):
+            stream = await oai.chat.completions.create(model="stalled", messages=HI, stream=True)
             async for _ in stream:
                 pass
+    assert getattr(exc.value, "status_code", 504) == 504
 
 
 async def test_client_disconnect_cancels_upstream(gateway, upstream_log):

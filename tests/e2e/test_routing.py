@@ -114,3 +114,12 @@ async def test_least_busy_spreads_concurrent_calls(oai):
                                   for _ in range(6)))
     counts = {name: [r.headers["x-sluice-deployment"] for r in raws].count(name) for name in ("busy-a", "busy-b")}
     assert counts == {"busy-a": 3, "busy-b": 3}
+
+
+async def test_time_to_first_token_limit_fails_over(oai):
+    started = time.monotonic()
+    stream = await oai.chat.completions.with_raw_response.create(model="ttft-limited", messages=HI, stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream.parse() if c.choices])
+    assert text == expected_text_reply("hi")
+    assert stream.headers["x-sluice-deployment"] == "backup" and stream.headers["x-sluice-attempts"] == "2"
+    assert time.monotonic() - started < 2.0  # not the 3 s stall
