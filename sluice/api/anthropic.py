@@ -27,6 +27,7 @@ from sluice.api.http import (
 from sluice.gateway import Call, Gateway
 from sluice.schema import ChatChunk, GatewayError
 
+
 class AnthropicRoutes:
     def __init__(self, gateway: Gateway, max_body_bytes: int) -> None:
         self.gateway = gateway
