@@ -247,7 +247,7 @@ class Gateway:
                 cached_tokens=usage.cached_tokens, latency_ms=(now - call.started) * 1000,
                 ttft_ms=(call.first_token_at - call.started) * 1000 if call.first_token_at else None,
                 error_type=call.error_kind, attempts=route.attempts,
-                fallback=route.attempts > 1 or route.fallback is not None,
+                fallback=route.attempts > 1 or route.fallback is not None, route=route.describe(),
             ))
         except Exception:  # noqa: BLE001 - accounting must never break the answer
             log.exception("could not record usage", extra={"request_id": call.request_id})

@@ -66,6 +66,7 @@ class UsageEvent(msgspec.Struct, kw_only=True):
     error_type: str | None = None  # GatewayError.kind
     attempts: int = 1
     fallback: bool = False
+    route: str | None = None  # rule / semantic route / hedged / fallback alias, when any applied
     # Filled by the ledger from the price table (or the deployment's override) before writing.
     cost_usd: float = 0.0
     cost_unknown: bool = False

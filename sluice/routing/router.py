@@ -105,6 +105,19 @@ class Route:
     semantic: str | None = None  # the semantic route taken (or why none was)
     hedged: bool = False  # a second attempt was started because the first was slow
 
+    def describe(self) -> str | None:
+        """The routing decisions beyond "this alias, this deployment", for the ledger."""
+        parts = []
+        if self.rule:
+            parts.append(f"rule={self.rule}")
+        if self.semantic:
+            parts.append(f"semantic={self.semantic}")
+        if self.hedged:
+            parts.append("hedged")
+        if self.fallback:
+            parts.append(f"fallback={self.fallback}")
+        return " ".join(parts) or None
+
 
 @dataclass(slots=True)
 class ProviderSpec:

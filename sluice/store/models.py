@@ -120,6 +120,8 @@ class UsageRecord(Base):
     error_type: Mapped[str | None] = mapped_column(String(40), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How the call was routed, e.g. "rule=free-tier semantic=code hedged fallback=backup"; None = directly.
+    route: Mapped[str | None] = mapped_column(String(300), nullable=True)
 
     __table_args__ = (
         Index("ix_usage_ts", "ts"),

@@ -205,3 +205,20 @@ async def test_jwt_caller_through_the_gateway(mock, pg_url, tmp_path):
         assert exc.value.body["code"] == "token_expired"
     finally:
         await gw.stop()
+
+
+async def test_ledger_records_the_route_taken(gateway, pg_url):
+    client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    cases = {
+        "primary-down": ("fallback=gpt-mock", [{"role": "user", "content": "hi"}], {}),
+        "auto": ("semantic=math", [{"role": "user", "content": "Solve 2x + 6 = 10 for x"}], {}),
+        "gpt-mock": ("rule=free-tier", [{"role": "user", "content": "hi"}], {"x-sluice-tags": "free"}),
+    }
+    rids = {}
+    for model, (_, messages, headers) in cases.items():
+        raw = await client.chat.completions.with_raw_response.create(model=model, messages=messages,
+                                                                     extra_headers=headers)
+        rids[model] = raw.headers["x-request-id"]
+    rows = await _rows(pg_url, list(rids.values()))
+    for model, (route, _, _) in cases.items():
+        assert rows[rids[model]].route == route, model

@@ -12,7 +12,7 @@ from sqlalchemy import inspect, pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sluice.store import migrate
-from sluice.store.db import database_url
+from sluice.store.db import Database, database_url
 from sluice.store.models import Base
 
 
@@ -53,7 +53,7 @@ async def _diff_and_tables(url: str) -> tuple[list, set[str]]:
 async def test_upgrade_matches_models(empty_db):
     assert await migrate.current_revision(empty_db) is None
     await migrate.upgrade(empty_db)
-    assert await migrate.current_revision(empty_db) == migrate.head_revision() == "0001"
+    assert await migrate.current_revision(empty_db) == migrate.head_revision() == "0002"
     diff, names = await _diff_and_tables(empty_db)
     assert diff == []
     assert {"teams", "users", "api_keys", "audit_log", "usage", "usage_daily", "alembic_version"} <= names
@@ -66,7 +66,7 @@ async def test_upgrade_is_idempotent_and_concurrent(empty_db):
     # makes the loser a no-op instead of a "table already exists" crash.
     await asyncio.gather(migrate.upgrade(empty_db), migrate.upgrade(empty_db))
     await migrate.upgrade(empty_db)
-    assert await migrate.current_revision(empty_db) == "0001"
+    assert await migrate.current_revision(empty_db) == "0002"
     diff, _ = await _diff_and_tables(empty_db)
     assert diff == []
 
@@ -75,4 +75,29 @@ def test_migrations_are_found_without_alembic_ini():
     cfg = migrate.alembic_config("sqlite:///x.db")
     assert cfg.config_file_name is None
     assert migrate.MIGRATIONS.joinpath("env.py").is_file()
-    assert migrate.head_revision() == "0001"
+    assert migrate.head_revision() == "0002"
+
+
+async def test_upgrade_from_the_first_revision_keeps_rows(empty_db):
+    """A database created at 0001 with ledger rows upgrades to head and keeps them."""
+    from sqlalchemy import text
+
+    await migrate.upgrade(empty_db, revision="0001")
+    db = Database(empty_db)
+    try:
+        async with db.transaction() as s:
+            await s.execute(text(
+                "INSERT INTO usage (request_id, ts, tags, dialect, endpoint, model, stream, input_tokens, "
+                "output_tokens, cached_tokens, cost_usd, cost_unknown, latency_ms, status, attempts, fallback) "
+                "VALUES ('old-1', '2026-11-01 00:00:00', '[]', 'openai', 'chat', 'm', false, 1, 2, 0, 0, false, "
+                "1.0, 200, 1, false)"))
+    finally:
+        await db.close()
+    await migrate.upgrade(empty_db)
+    db = Database(empty_db)
+    try:
+        async with db.session() as s:
+            row = (await s.execute(text("SELECT request_id, route FROM usage"))).one()
+        assert tuple(row) == ("old-1", None)
+    finally:
+        await db.close()
