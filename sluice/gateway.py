@@ -237,7 +237,7 @@ class Gateway:
             return
         now = time.perf_counter()
         try:
-            self.record(UsageEvent(
+            event = UsageEvent(
                 request_id=call.request_id, ts=call.ts, dialect=call.dialect, endpoint=endpoint, model=model,
                 status=call.status, key_id=p.key_id if p else None, team_id=p.team_id if p else None,
                 user_id=p.user_id if p else None, end_user=user or call.end_user,
@@ -248,7 +248,10 @@ class Gateway:
                 ttft_ms=(call.first_token_at - call.started) * 1000 if call.first_token_at else None,
                 error_type=call.error_kind, attempts=route.attempts,
                 fallback=route.attempts > 1 or route.fallback is not None, route=route.describe(),
-            ))
+            )
+            self.record(event)
+            if route.hedge_loser is not None:
+                self.record(_hedge_loser_event(event, route.hedge_loser))
         except Exception:  # noqa: BLE001 - accounting must never break the answer
             log.exception("could not record usage", extra={"request_id": call.request_id})
 
@@ -292,6 +295,18 @@ class MeteredStream:
         if not self._finished:
             self._finished = True
             self._done()
+
+
+def _hedge_loser_event(winner: UsageEvent, loser) -> UsageEvent:
+    """The losing hedged attempt as a row of its own (``<request id>/hedge``), status 499 unless
+    it had finished: what it used is known only then."""
+    usage = loser.usage or Usage()
+    return structs.replace(
+        winner, request_id=f"{winner.request_id}/hedge", provider=loser.provider, deployment=loser.deployment,
+        upstream_model=loser.upstream_model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens, status=200 if loser.usage else CLIENT_GONE, error_type="hedge_lost",
+        ttft_ms=None, attempts=1, fallback=False, route="hedge-loser", cost_usd=0.0, cost_unknown=False,
+    )
 
 
 def may_use(principal: Principal, model: str) -> bool:

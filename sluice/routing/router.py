@@ -92,6 +92,17 @@ class ModelGroup:
 
 
 @dataclass(slots=True)
+class HedgeLoser:
+    """The attempt a hedge cancelled: recorded in the ledger too (its own row), since the
+    provider may bill for what it generated before it was stopped."""
+
+    deployment: str | None
+    provider: str | None
+    upstream_model: str | None
+    usage: object | None = None  # known only when the loser finished before it could be cancelled
+
+
+@dataclass(slots=True)
 class Route:
     """What the router did for one call: filled in as attempts happen (for headers and the ledger)."""
 
@@ -104,6 +115,7 @@ class Route:
     rule: str | None = None  # the conditional-routing rule that chose the alias
     semantic: str | None = None  # the semantic route taken (or why none was)
     hedged: bool = False  # a second attempt was started because the first was slow
+    hedge_loser: HedgeLoser | None = None
 
     def describe(self) -> str | None:
         """The routing decisions beyond "this alias, this deployment", for the ledger."""
@@ -303,8 +315,13 @@ class Router:
                 tasks.append(asyncio.ensure_future(self._attempt(backup, req, routes[1], call)))
             winner, error = await _first_success(tasks)
         finally:
-            await _close_losers(tasks, winner)
+            losers = await _close_losers(tasks, winner)
         route.attempts += sum(r.attempts for r in routes)
+        if winner is not None and len(tasks) > 1:
+            loser = 1 - tasks.index(winner)
+            usage = getattr(losers.get(loser), "usage", None)  # a loser that finished anyway
+            route.hedge_loser = HedgeLoser(routes[loser].deployment, routes[loser].provider,
+                                           routes[loser].upstream_model, usage)
         chosen = routes[tasks.index(winner)] if winner is not None else routes[-1] if len(tasks) > 1 else routes[0]
         route.deployment, route.provider, route.upstream_model = chosen.deployment, chosen.provider, \
             chosen.upstream_model
@@ -432,10 +449,11 @@ async def _first_success(tasks: list[asyncio.Future]) -> tuple[asyncio.Future | 
     return None, error
 
 
-async def _close_losers(tasks: list[asyncio.Future], winner: asyncio.Future | None) -> None:
+async def _close_losers(tasks: list[asyncio.Future], winner: asyncio.Future | None) -> dict[int, object]:
     """Cancel the attempts that lost and wait for them to unwind; a stream that opened anyway
-    is closed, so its upstream stops generating."""
-    for task in tasks:
+    is closed, so its upstream stops generating. Returns the results of losers that finished."""
+    finished: dict[int, object] = {}
+    for i, task in enumerate(tasks):
         if task is winner:
             continue
         if not task.done():
@@ -444,9 +462,11 @@ async def _close_losers(tasks: list[asyncio.Future], winner: asyncio.Future | No
             result = await task
         except BaseException:  # noqa: BLE001 - the loser's outcome no longer matters
             continue
+        finished[i] = result
         aclose = getattr(result, "aclose", None)
         if aclose is not None:
             await aclose()
+    return finished
 
 
 def _with_model(req, alias: str):

@@ -8,10 +8,12 @@ import time
 
 from sluice.mock import expected_text_reply
 
+from .test_identity_ledger import _rows
+
 HI = [{"role": "user", "content": "hi"}]
 
 
-async def test_slow_primary_is_hedged_and_the_loser_cancelled(oai, upstream_log):
+async def test_slow_primary_is_hedged_and_the_loser_cancelled(oai, upstream_log, pg_url):
     started = time.monotonic()
     stream = await oai.chat.completions.with_raw_response.create(model="hedged", messages=HI, stream=True)
     text = "".join([c.choices[0].delta.content or "" async for c in stream.parse() if c.choices])
@@ -22,6 +24,11 @@ async def test_slow_primary_is_hedged_and_the_loser_cancelled(oai, upstream_log)
     await asyncio.sleep(1.0)  # past the primary's think time
     slow = [r for r in await upstream_log() if r["body"]["model"].startswith("gpt-4o-mini+latency=800")]
     assert slow and slow[-1]["outcome"] == "client_gone"  # the losing attempt was cancelled upstream
+    rid = stream.headers["x-request-id"]
+    rows = await _rows(pg_url, [rid, f"{rid}/hedge"])  # both attempts are in the ledger
+    assert rows[rid].deployment == "sprinter" and rows[rid].route == "hedged" and rows[rid].attempts == 2
+    loser = rows[f"{rid}/hedge"]
+    assert (loser.deployment, loser.status, loser.error_type) == ("slowpoke", 499, "hedge_lost")
 
 
 def _pct(values: list[float], q: float) -> float:
