@@ -170,8 +170,17 @@ class SemanticAliasConfig(Strict):
     scoring: Literal["centroid", "max"] = "centroid"
 
 
+class HealthChecksConfig(Strict):
+    """Active probes (a one-token "ping" chat call) of every declared deployment, fed to its circuit."""
+
+    enabled: bool = False
+    interval: float = Field(30.0, gt=0)
+    timeout: float = Field(10.0, gt=0)
+
+
 class RoutingConfig(Strict):
     rules: list[RuleConfig] = Field(default_factory=list)
+    health_checks: HealthChecksConfig = Field(default_factory=HealthChecksConfig)
     semantic: list[SemanticAliasConfig] = Field(default_factory=list)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
 

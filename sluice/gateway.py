@@ -25,6 +25,7 @@ from sluice.policies.auth import Authenticator, Principal
 from sluice.providers.http import HttpPool, Timeouts
 from sluice.routing.conditional import ConditionalRouter, Facts, Rule
 from sluice.routing.health import CircuitBreaker, CircuitPolicy, LocalCircuitStore
+from sluice.routing.probes import HealthProber
 from sluice.routing.router import (
     DeploymentSpec,
     ModelGroup,
@@ -90,9 +91,16 @@ class Gateway:
         self.record = record  # the ledger's non-blocking record(); None = no ledger
         self.rules = rules if rules and rules.rules else None
         self.semantic: dict[str, tuple[SemanticRouter, bool]] = {}  # alias → (router, include_system)
+        self.prober: HealthProber | None = None
 
     async def start(self, config: Config) -> None:
-        """Build the semantic routers (embedding their examples) so a bad setup fails at boot."""
+        """Build the semantic routers (embedding their examples) so a bad setup fails at boot,
+        and start active health checks when configured."""
+        checks = config.routing.health_checks
+        if checks.enabled and self.router.breaker is not None:
+            deployments = {d.name: d for g in self.router.groups.values() for d in g.deployments}
+            self.prober = HealthProber(deployments, self.router.breaker, checks.interval, checks.timeout)
+            self.prober.start()
         local = None
         for sem in config.routing.semantic:
             if sem.embedder == "local":
@@ -127,6 +135,8 @@ class Gateway:
                    record, build_rules(config))
 
     async def close(self) -> None:
+        if self.prober is not None:
+            await self.prober.close()
         await self.router.pool.close()
 
     # ---- stages ---------------------------------------------------------------------------

@@ -20,4 +20,8 @@ async def readiness(request: Request) -> Response:
 async def deployments(request: Request) -> Response:
     """Each deployment's circuit state, latency, time to first token, error rate and load."""
     gateway = request.app.state.gateway
-    return JSONResponse({"deployments": await gateway.router.health()})
+    rows = await gateway.router.health()
+    if gateway.prober is not None:
+        for row in rows:
+            row["last_probe"] = gateway.prober.results.get(row["deployment"])
+    return JSONResponse({"deployments": rows})

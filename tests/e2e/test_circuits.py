@@ -56,3 +56,24 @@ async def test_two_instances_see_the_same_open_circuit(mock, pg_url, redis_url, 
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_active_health_checks_open_a_dead_deployments_circuit_without_traffic(mock, pg_url, tmp_path):
+    raw = gateway_config(mock.url, pg_url, str(tmp_path / "spill.jsonl"))
+    raw["routing"]["health_checks"] = {"enabled": True, "interval": 0.1, "timeout": 2}
+    raw["models"] = {"probed": {"deployments": [
+        {"provider": "oai", "model": "gpt-4o-mini+fail=500", "name": "probed-dead",
+         "circuit_breaker": {"failures": 3, "cooldown": 60}},
+        {"provider": "gem", "model": "gemini-2.5-flash", "name": "probed-alive"}]}}
+    raw["routing"]["rules"], raw["routing"]["semantic"] = [], []
+    gw = await start(parse_config(raw), "127.0.0.1", 0)
+    try:
+        for _ in range(40):
+            health = await _health(gw.url)
+            if health["probed-dead"]["state"] == "open":
+                break
+            await asyncio.sleep(0.1)
+        assert health["probed-dead"]["state"] == "open" and health["probed-dead"]["last_probe"] == "server_error"
+        assert health["probed-alive"]["state"] == "closed" and health["probed-alive"]["last_probe"] == "ok"
+    finally:
+        await gw.stop()
