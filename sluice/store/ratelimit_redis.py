@@ -1,0 +1,214 @@
+"""Exact limits shared by every gateway instance through Redis: one Lua script, one round trip.
+
+Implements the ``Limiter`` protocol of ``sluice.policies.ratelimit`` structurally (this layer may
+not import policies); the semantics — sliding log for ``window > 0``, leased concurrency gauge
+for ``window == 0``, all-or-nothing across checks — are documented there and are the same as
+``LocalLimiter``'s.
+
+Layout. Each check key ``k`` is two Redis keys:
+
+    {<tag>}:l:<k>   sorted set: member ``<reservation id>:<check index>:<amount>``,
+                    score = the entry's expiry (charge time + window, or + lease for a gauge)
+    {<tag>}:n:<k>   the sum of the live members' amounts, so a check costs O(log n), not O(n)
+
+The amount lives in the member, so expiring an entry needs no second lookup. ``<tag>`` defaults
+to ``<prefix>:rl``: the braces are a Redis Cluster hash tag, so every key of every reservation
+hashes to one slot and a reservation spanning a key, its team and a model stays one atomic
+script. The price is that all limiter traffic lands on one shard; a script is O(log n) per
+check, and a single Redis node runs tens of thousands of them per second, which is far above
+one deployment's request rate. A deployment that outgrows it can pass a tag per tenant (all
+checks of one reservation must then share that tenant).
+
+Time. With ``now=None`` the script reads the Redis server's clock (``TIME``), so instances with
+skewed clocks still agree on every window; an explicit ``now`` (tests, replays) is used as is.
+Each write refreshes the TTL of both keys to the longest life an entry can have, so idle keys
+vanish by themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+_SCRIPT = """
+local function amount_of(member) return tonumber(string.match(member, ':(%d+)$')) end
+local function num(x) return string.format('%.17g', x) end
+
+local function touch(i, ttl)
+  redis.call('PEXPIRE', KEYS[2 * i - 1], ttl)
+  redis.call('PEXPIRE', KEYS[2 * i], ttl)
+end
+
+-- adjust: per key pair, ARGV = 'adjust', then (old member, new member or '', delta, ttl ms)
+if ARGV[1] == 'adjust' then
+  for i = 1, #KEYS / 2 do
+    local b = 1 + 4 * (i - 1)
+    local score = redis.call('ZSCORE', KEYS[2 * i - 1], ARGV[b + 1])
+    if score then  -- an entry already expired no longer counts: nothing to adjust
+      redis.call('ZREM', KEYS[2 * i - 1], ARGV[b + 1])
+      if ARGV[b + 2] ~= '' then redis.call('ZADD', KEYS[2 * i - 1], score, ARGV[b + 2]) end
+      redis.call('INCRBY', KEYS[2 * i], ARGV[b + 3])
+      touch(i, ARGV[b + 4])
+    end
+  end
+  return 1
+end
+
+-- reserve: ARGV = 'reserve', now ('' = server clock), reservation id, then per check
+-- (limit, life = window or lease, amount, is gauge)
+local now = tonumber(ARGV[2])
+if not now then local t = redis.call('TIME'); now = tonumber(t[1]) + tonumber(t[2]) / 1e6 end
+local n = #KEYS / 2
+local totals = {}
+local failed, retry = -1, 0
+for i = 1, n do
+  local log, tot = KEYS[2 * i - 1], KEYS[2 * i]
+  local b = 3 + 4 * (i - 1)
+  local limit, amount = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3])
+  local total = tonumber(redis.call('GET', tot) or '0')
+  local gone = redis.call('ZRANGEBYSCORE', log, '-inf', num(now))
+  if #gone > 0 then
+    for _, m in ipairs(gone) do total = total - amount_of(m) end
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', num(now))
+    redis.call('SET', tot, total, 'KEEPTTL')
+  end
+  totals[i] = total
+  if total + amount > limit then
+    local wait = math.huge
+    if amount <= limit then  -- walk the oldest entries until enough would have expired
+      local need, freed = total + amount - limit, 0
+      local all = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
+      for j = 1, #all, 2 do
+        freed = freed + amount_of(all[j])
+        if freed >= need then wait = math.max(tonumber(all[j + 1]) - now, 0) break end
+      end
+    end
+    if failed < 0 or wait > retry then failed, retry = i - 1, wait end
+  end
+end
+
+if failed < 0 then
+  local rid = ARGV[3]
+  for i = 1, n do
+    local b = 3 + 4 * (i - 1)
+    local life, amount = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+    if amount > 0 then
+      redis.call('ZADD', KEYS[2 * i - 1], num(now + life), rid .. ':' .. (i - 1) .. ':' .. amount)
+      redis.call('INCRBY', KEYS[2 * i], amount)
+      totals[i] = totals[i] + amount
+      touch(i, math.ceil(life * 1000) + 1000)
+    end
+  end
+end
+
+local out = {failed, retry == math.huge and 'inf' or num(retry), num(now)}
+for i = 1, n do
+  local b = 3 + 4 * (i - 1)
+  out[#out + 1] = totals[i]
+  local reset = 0
+  if ARGV[b + 4] ~= '1' then
+    local last = redis.call('ZRANGE', KEYS[2 * i - 1], -1, -1, 'WITHSCORES')
+    if #last > 0 then reset = math.max(tonumber(last[2]) - now, 0) end
+  end
+  out[#out + 1] = num(reset)
+end
+return out
+"""
+
+
+class CheckLike(Protocol):
+    """``sluice.policies.ratelimit.Check``, seen structurally."""
+
+    key: str
+    limit: int
+    window: float
+    amount: int
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+class RedisReservation:
+    """A ``Reservation`` held in Redis; ``settle`` and ``release`` are one round trip each."""
+
+    __slots__ = ("_limiter", "_members", "checks", "failed", "ok", "remaining", "reset", "retry_after")
+
+    def __init__(self, limiter: RedisLimiter, checks: tuple[CheckLike, ...], failed: int | None,
+                 retry_after: float, remaining: tuple[int, ...], reset: tuple[float, ...],
+                 members: list[str | None]) -> None:
+        self.ok = failed is None
+        self.checks, self.failed, self.retry_after = checks, failed, retry_after
+        self.remaining, self.reset = remaining, reset
+        self._limiter = limiter
+        self._members = members  # the live member per check, None when nothing is held
+
+    async def settle(self, amounts: Sequence[int | None]) -> None:
+        if len(amounts) != len(self.checks):
+            raise ValueError("settle needs one amount (or None) per check")
+        wanted = {i: a for i, a in enumerate(amounts) if a is not None}
+        await self._adjust(wanted)
+
+    async def release(self) -> None:
+        await self._adjust({i: 0 for i, c in enumerate(self.checks) if c.window == 0})
+
+    async def _adjust(self, wanted: dict[int, int]) -> None:
+        keys: list[str] = []
+        args: list[str] = ["adjust"]
+        for i, amount in wanted.items():
+            old = self._members[i]
+            if old is None or amount < 0:
+                continue
+            prefix, _, held = old.rpartition(":")
+            if int(held) == amount:
+                continue
+            new = f"{prefix}:{amount}" if amount > 0 else None
+            keys += self._limiter.keys_for(self.checks[i].key)
+            args += [old, new or "", str(amount - int(held)), str(self._limiter.ttl_ms(self.checks[i]))]
+            self._members[i] = new
+        if keys:
+            await self._limiter.run(keys, args)
+
+
+class RedisLimiter:
+    """``Limiter`` over one Redis (or Valkey, or Redis Cluster) client shared by the process."""
+
+    def __init__(self, client: Any, prefix: str, *, lease: float = 300.0, tag: str | None = None) -> None:
+        self._client = client
+        self._tag = "{" + (tag or f"{prefix}:rl") + "}"
+        self._lease = lease
+        self._script = client.register_script(_SCRIPT)
+
+    def keys_for(self, key: str) -> list[str]:
+        return [f"{self._tag}:l:{key}", f"{self._tag}:n:{key}"]
+
+    def ttl_ms(self, check: CheckLike) -> int:
+        return math.ceil((check.window or self._lease) * 1000) + 1000
+
+    async def run(self, keys: list[str], args: list[str]) -> Any:
+        return await self._script(keys=keys, args=args)
+
+    async def reserve(self, checks: Sequence[CheckLike], now: float | None = None) -> RedisReservation:
+        checks = tuple(checks)
+        rid = secrets.token_hex(8)
+        keys: list[str] = []
+        args = ["reserve", "" if now is None else _num(now), rid]
+        for c in checks:
+            keys += self.keys_for(c.key)
+            args += [str(c.limit), _num(c.window or self._lease), str(c.amount), "1" if c.window == 0 else "0"]
+        raw = await self.run(keys, args)
+        failed = int(raw[0])
+        totals = [int(x) for x in raw[3::2]]
+        remaining = tuple(max(c.limit - t, 0) for c, t in zip(checks, totals, strict=True))
+        reset = tuple(float(x) for x in raw[4::2])
+        members: list[str | None] = [
+            f"{rid}:{i}:{c.amount}" if failed < 0 and c.amount > 0 else None
+            for i, c in enumerate(checks)
+        ]
+        return RedisReservation(self, checks, None if failed < 0 else failed, float(raw[1]),
+                                remaining, reset, members)
+
+
+__all__ = ["CheckLike", "RedisLimiter", "RedisReservation"]

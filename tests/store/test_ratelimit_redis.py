@@ -1,0 +1,202 @@
+"""RedisLimiter: exact limits across several gateway instances sharing one real Redis.
+
+Each "gateway" is a RedisLimiter with its own Redis client (own connection pool). Semantic
+tests inject ``now``; the fleet tests use the Redis server's clock (``now=None``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import secrets
+import time
+
+import pytest
+from redis.crc import key_slot
+
+from sluice.policies.ratelimit import Check, Limiter, Reservation
+from sluice.store.ratelimit_redis import RedisLimiter
+from sluice.store.redis import redis_client
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+async def gateways(redis_url, redis_prefix):
+    """A factory of limiters ("gateway instances"), each on its own client, under a per-test prefix."""
+    prefix = f"{redis_prefix}:{secrets.token_hex(3)}"
+    clients = []
+
+    def make(**kwargs) -> RedisLimiter:
+        client = redis_client(redis_url, name="sluice-test-ratelimit")
+        clients.append(client)
+        return RedisLimiter(client, prefix, **kwargs)
+
+    make.prefix = prefix
+    make.clients = clients
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def test_is_a_limiter(gateways):
+    lim = gateways()
+    assert isinstance(lim, Limiter)
+    assert isinstance(await lim.reserve([Check("k", 1, 60.0)], now=T0), Reservation)
+
+
+async def test_window_slides_and_refusal_charges_nothing(gateways):
+    a, b = gateways(), gateways()
+    key_rpm, team_tpm = Check("key:a", 3, 60.0, 1), Check("team:t", 100, 60.0, 40)
+    for t in (0.0, 10.0):
+        assert (await a.reserve([key_rpm, team_tpm], now=T0 + t)).ok
+    refused = await b.reserve([key_rpm, team_tpm], now=T0 + 20)  # tokens: 80 + 40 > 100
+    assert not refused.ok and refused.failed == 1
+    assert refused.retry_after == pytest.approx(40.0)
+    assert refused.remaining == (1, 20)  # key:a untouched by the refusal
+    assert (await b.reserve([key_rpm, Check("team:t", 100, 60.0, 20)], now=T0 + 20)).ok
+    full = await a.reserve([key_rpm], now=T0 + 59.5)
+    assert not full.ok and full.failed == 0 and full.retry_after == pytest.approx(0.5)
+    assert (await a.reserve([key_rpm], now=T0 + 60.0)).ok  # the t=0 entry has left
+    never = await a.reserve([Check("team:t", 100, 60.0, 101)], now=T0 + 60)
+    assert not never.ok and never.retry_after == math.inf
+
+
+async def test_settle_down_and_up_across_instances(gateways):
+    a, b = gateways(), gateways()
+    tpm = lambda n: Check("tpm", 1000, 60.0, n)
+    res = await a.reserve([Check("rpm", 10, 60.0), tpm(900)], now=T0)
+    assert res.remaining == (9, 100) and res.reset == (pytest.approx(60.0), pytest.approx(60.0))
+    await res.settle([None, 150])
+    other = await b.reserve([tpm(850)], now=T0 + 1)
+    assert other.ok and other.remaining == (0,)
+    await other.settle([1200])  # overdraw: real usage counts
+    refused = await a.reserve([tpm(1)], now=T0 + 2)
+    assert not refused.ok and refused.retry_after == pytest.approx(59.0)
+    await other.settle([300])
+    assert (await a.reserve([tpm(550)], now=T0 + 3)).remaining == (0,)
+    assert not (await b.reserve([tpm(1000)], now=T0 + 62.5)).ok  # the T0+3 entry is still in
+    assert (await b.reserve([tpm(1000)], now=T0 + 63.0)).ok
+
+
+async def test_gauge_release_and_lease(gateways):
+    a, b = gateways(lease=30.0), gateways(lease=30.0)
+    gauge = Check("inflight", 2, 0.0, 1)
+    first = await a.reserve([Check("rpm", 100, 60.0), gauge], now=T0)
+    assert first.ok and (await b.reserve([gauge], now=T0)).ok
+    refused = await b.reserve([gauge], now=T0 + 1)
+    assert not refused.ok and refused.retry_after == pytest.approx(29.0)
+    await first.release()
+    await first.release()
+    again = await b.reserve([Check("rpm", 100, 60.0), gauge], now=T0 + 1)
+    assert again.ok and again.remaining == (98, 0)  # the request count was not given back
+    assert not (await a.reserve([gauge], now=T0 + 29.5)).ok
+    assert (await a.reserve([gauge], now=T0 + 30.0)).ok  # b's unreleased T0 holder's lease ended
+
+
+async def test_keys_share_one_cluster_slot_and_expire(gateways):
+    lim = gateways()
+    await lim.reserve([Check("key:a", 5, 60.0), Check("team:b", 5, 0.0)])
+    client = gateways.clients[0]
+    keys = sorted([k.decode() async for k in client.scan_iter(match=f"{{{gateways.prefix}:rl}}*")])
+    assert keys == [f"{{{gateways.prefix}:rl}}:{kind}:{name}"
+                    for kind, name in (("l", "key:a"), ("l", "team:b"), ("n", "key:a"), ("n", "team:b"))]
+    # Redis Cluster routes by CRC16 of the hash tag: every key of every reservation, one slot
+    assert {key_slot(k.encode()) for k in keys} == {key_slot(f"{gateways.prefix}:rl".encode())}
+    ttls = [await client.pttl(k) for k in keys]
+    assert 60_000 < ttls[0] <= 61_000 and 300_000 < ttls[1] <= 301_000
+
+
+async def test_three_gateways_300_requests_limit_50_exactly_50_pass(gateways):
+    fleet = [gateways() for _ in range(3)]
+    check = Check("key:hot:rpm", 50, 60.0, 1)
+    results = await asyncio.gather(*(fleet[i % 3].reserve([check]) for i in range(300)))
+    assert sum(r.ok for r in results) == 50
+    refused = [r for r in results if not r.ok]
+    assert all(r.failed == 0 and 0 < r.retry_after <= 60.0 for r in refused)
+
+
+async def test_three_gateways_token_budget_never_exceeded(gateways):
+    fleet = [gateways() for _ in range(3)]
+    rng = random.Random(5)
+    limit = 20_000
+    amounts = [rng.randint(1, 900) for _ in range(300)]
+    results = await asyncio.gather(*(
+        fleet[i % 3].reserve([Check("rpm", 1000, 60.0), Check("team:tpm", limit, 60.0, n)])
+        for i, n in enumerate(amounts)))
+    admitted = sum(n for n, r in zip(amounts, results, strict=True) if r.ok)
+    refused = [n for n, r in zip(amounts, results, strict=True) if not r.ok]
+    assert admitted <= limit and refused  # the budget was contended
+    # exact, not merely safe: each refused amount really did not fit in what was left
+    assert limit - admitted < min(refused)
+    probe = await fleet[0].reserve([Check("team:tpm", limit, 60.0, 0)])
+    assert probe.remaining == (limit - admitted,)
+    rpm_left = (await fleet[1].reserve([Check("rpm", 1000, 60.0, 0)])).remaining
+    assert rpm_left == (1000 - sum(r.ok for r in results),)  # refused calls charged no request
+
+
+async def test_three_gateways_concurrency_gauge_holds_at_five(gateways):
+    fleet = [gateways() for _ in range(3)]
+    gauge = Check("model:inflight", 5, 0.0, 1)
+    inflight, peak, done = 0, 0, 0
+
+    async def holder(lim: RedisLimiter) -> None:
+        nonlocal inflight, peak, done
+        while not (res := await lim.reserve([gauge])).ok:
+            await asyncio.sleep(0.002)
+        inflight += 1
+        peak = max(peak, inflight)
+        await asyncio.sleep(0.01)
+        inflight -= 1
+        await res.release()
+        done += 1
+
+    await asyncio.gather(*(holder(fleet[i % 3]) for i in range(50)))
+    assert peak == 5 and done == 50
+    assert (await fleet[0].reserve([Check("model:inflight", 5, 0.0, 0)])).remaining == (5,)
+
+
+async def test_benchmark_one_round_trip_per_reserve(gateways):
+    lim = gateways()
+    client = gateways.clients[0]
+    checks = [Check("bench:key", 10**9, 60.0), Check("bench:team:tpm", 10**12, 60.0, 500),
+              Check("bench:inflight", 10**9, 0.0)]
+    await lim.reserve(checks)  # loads the script (NOSCRIPT → SCRIPT LOAD) once
+    sent = 0
+    original = client.execute_command
+
+    async def counting(*args, **kwargs):
+        nonlocal sent
+        sent += 1
+        return await original(*args, **kwargs)
+
+    client.execute_command = counting
+    n = 2000
+    start = time.perf_counter()
+    for _ in range(n):
+        await lim.reserve(checks)
+    elapsed = time.perf_counter() - start
+    trips = sent / n
+    res = await lim.reserve(checks)
+    sent = 0
+    await res.settle([None, 120, None])
+    settle_trips = sent
+    sent = 0
+    await res.release()
+    release_trips = sent
+    client.execute_command = original
+    fleet = [gateways() for _ in range(3)]
+    await asyncio.gather(*(g.reserve(checks) for g in fleet))
+    start = time.perf_counter()
+    await asyncio.gather(*(_worker(fleet[i % 3], checks, 20) for i in range(150)))
+    rate = 3000 / (time.perf_counter() - start)
+    print(f"\nRedisLimiter: {trips:.2f} round trips/reserve (3 checks), {elapsed / n * 1e6:.0f} µs/reserve "
+          f"sequential over {n}; settle {settle_trips} trip, release {release_trips} trip; "
+          f"3 gateways x 50 concurrent callers: {rate:.0f} reserves/s")
+    assert trips == 1.0 and settle_trips == 1 and release_trips == 1
+
+
+async def _worker(lim: RedisLimiter, checks: list[Check], n: int) -> None:
+    for _ in range(n):
+        assert (await lim.reserve(checks)).ok
