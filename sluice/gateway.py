@@ -101,14 +101,9 @@ class Gateway:
             deployments = {d.name: d for g in self.router.groups.values() for d in g.deployments}
             self.prober = HealthProber(deployments, self.router.breaker, checks.interval, checks.timeout)
             self.prober.start()
-        local = None
         for sem in config.routing.semantic:
             if sem.embedder == "local":
-                if local is None:
-                    from sluice.routing.local_embedder import LocalOnnxEmbedder
-
-                    local = LocalOnnxEmbedder()
-                embedder = local
+                embedder = shared_local_embedder()
             else:
                 embedder = CallableEmbedder(self._embedder_for(sem.embedder))
             routes = [SemanticRoute(r.name, r.target, list(r.examples), r.threshold) for r in sem.routes]
@@ -305,6 +300,19 @@ class MeteredStream:
         if not self._finished:
             self._finished = True
             self._done()
+
+
+_LOCAL_EMBEDDER = None
+
+
+def shared_local_embedder():
+    """One in-process ONNX model per process (~100 MB): every gateway and alias shares it."""
+    global _LOCAL_EMBEDDER
+    if _LOCAL_EMBEDDER is None:
+        from sluice.routing.local_embedder import LocalOnnxEmbedder
+
+        _LOCAL_EMBEDDER = LocalOnnxEmbedder()
+    return _LOCAL_EMBEDDER
 
 
 def _hedge_loser_event(winner: UsageEvent, loser) -> UsageEvent:

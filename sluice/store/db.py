@@ -37,7 +37,7 @@ class Database:
             # One writer at a time is SQLite's model; a longer busy timeout beats "database is locked".
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args={"timeout": 10})
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

@@ -10,6 +10,7 @@ have transactional DDL this way, so a failed migration leaves no half-built sche
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import zlib
 from pathlib import Path
@@ -24,6 +25,8 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sluice.store.db import database_url
+
+log = logging.getLogger("sluice.store.migrate")
 
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -51,7 +54,8 @@ def head_revision() -> str:
 def _engine(url: str | None) -> AsyncEngine:
     resolved = database_url(url)
     if not resolved.startswith("sqlite"):
-        return create_async_engine(resolved, poolclass=pool.NullPool)
+        # A bounded connect: a server that accepts but does not answer must not stall start-up.
+        return create_async_engine(resolved, poolclass=pool.NullPool, connect_args={"timeout": 10})
     _ensure_sqlite_dir(resolved)
     engine = create_async_engine(resolved, poolclass=pool.NullPool, connect_args={"timeout": 60})
     _sqlite_immediate_transactions(engine)
@@ -90,14 +94,25 @@ def _current_sync(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-async def upgrade(url: str | None = None, revision: str = "head") -> None:
-    """Bring the database at ``url`` (default: configured/env/SQLite file) up to ``revision``."""
-    engine = _engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(_upgrade_sync, engine.url.render_as_string(hide_password=False), revision)
-    finally:
-        await engine.dispose()
+async def upgrade(url: str | None = None, revision: str = "head", attempts: int = 3) -> None:
+    """Bring the database at ``url`` (default: configured/env/SQLite file) up to ``revision``.
+
+    Connection failures are retried a few times with a short pause: instances often start
+    together with their database, which may still be coming up.
+    """
+    for attempt in range(1, attempts + 1):
+        engine = _engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(_upgrade_sync, engine.url.render_as_string(hide_password=False), revision)
+            return
+        except (OSError, TimeoutError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("database not reachable for migrations (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(attempt)
+        finally:
+            await engine.dispose()
 
 
 async def current_revision(url: str | None = None) -> str | None:
