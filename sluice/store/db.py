@@ -37,7 +37,10 @@ class Database:
             # One writer at a time is SQLite's model; a longer busy timeout beats "database is locked".
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args={"timeout": 10})
+            # Bounded connects and statements: a server that stops answering, or a lock nobody
+            # releases, must surface as an error, never as a request (or a shutdown) that hangs.
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True,
+                          connect_args={"timeout": 10, "command_timeout": 60})
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

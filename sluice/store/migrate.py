@@ -55,7 +55,8 @@ def _engine(url: str | None) -> AsyncEngine:
     resolved = database_url(url)
     if not resolved.startswith("sqlite"):
         # A bounded connect: a server that accepts but does not answer must not stall start-up.
-        return create_async_engine(resolved, poolclass=pool.NullPool, connect_args={"timeout": 10})
+        return create_async_engine(resolved, poolclass=pool.NullPool,
+                                   connect_args={"timeout": 10, "command_timeout": 120})
     _ensure_sqlite_dir(resolved)
     engine = create_async_engine(resolved, poolclass=pool.NullPool, connect_args={"timeout": 60})
     _sqlite_immediate_transactions(engine)
@@ -86,6 +87,8 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 def _upgrade_sync(connection: Connection, url: str, revision: str) -> None:
     if connection.dialect.name == "postgresql":
+        # Another instance migrating holds the lock for seconds; a minute means a stuck holder.
+        connection.execute(text("SET LOCAL lock_timeout = '60s'"))
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
     command.upgrade(alembic_config(url, connection), revision)
 

@@ -130,7 +130,7 @@ async def test_revoked_key_refused_on_another_instance_within_a_second(mock, pg_
     b = await start(configs[1], "127.0.0.1", 0)
     try:
         key = await _new_key(a.url)
-        on_b = openai.AsyncOpenAI(base_url=f"{b.url}/v1", api_key=key["key"], max_retries=0)
+        on_b = openai.AsyncOpenAI(base_url=f"{b.url}/v1", api_key=key["key"], max_retries=0, timeout=20)
         await on_b.chat.completions.create(model="gpt-mock", messages=[{"role": "user", "content": "warm"}])  # cached
         await _admin(a.url, "POST", f"/keys/{key['id']}/revoke")
         loop = asyncio.get_running_loop()
