@@ -99,10 +99,13 @@ def config_check(path: Path = typer.Argument(..., help="The sluice.yaml to valid
 keys_app = typer.Typer(help="Virtual keys: create, list, get, update, revoke, rotate.", no_args_is_help=True)
 teams_app = typer.Typer(help="Teams and their members.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and their roles.", no_args_is_help=True)
+budgets_app = typer.Typer(help="Spending limits in USD per key, team, user, end user, model or tag.",
+                          no_args_is_help=True)
 db_app = typer.Typer(help="The SQL database.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(teams_app, name="teams")
 app.add_typer(users_app, name="users")
+app.add_typer(budgets_app, name="budgets")
 app.add_typer(db_app, name="db")
 
 UrlOpt = Annotated[str, typer.Option("--url", envvar="SLUICE_URL", help="The gateway's address.",
@@ -111,6 +114,22 @@ KeyOpt = Annotated[Optional[str], typer.Option("--key", envvar=["SLUICE_API_KEY"
                                                help="An admin credential (master key or a key with a role).",
                                                show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+# Limits of a key, team or user (see docs/limits.md); on update they are merged into the current ones.
+RpmOpt = Annotated[Optional[int], typer.Option("--rpm", min=0, help="Requests per minute.", show_default=False)]
+TpmOpt = Annotated[Optional[int], typer.Option("--tpm", min=0, help="Tokens per minute (input + output).",
+                                               show_default=False)]
+InTpmOpt = Annotated[Optional[int], typer.Option("--input-tpm", min=0, help="Input tokens per minute.",
+                                                 show_default=False)]
+OutTpmOpt = Annotated[Optional[int], typer.Option("--output-tpm", min=0, help="Output tokens per minute.",
+                                                  show_default=False)]
+ConcurrencyOpt = Annotated[Optional[int], typer.Option("--concurrency", min=0, help="Requests in flight at once.",
+                                                       show_default=False)]
+ModelLimitOpt = Annotated[Optional[list[str]], typer.Option(
+    "--model-limit", help="Limits for one model alias, ALIAS:rpm=60,tpm=1000 (repeatable; replaces that alias's).",
+    show_default=False)]
+NoLimitsOpt = Annotated[bool, typer.Option("--no-limits", help="Remove every limit (before applying any given).")]
+PriorityOpt = Annotated[Optional[str], typer.Option("--priority", help="interactive, default or batch.",
+                                                    show_default=False)]
 DEFAULT_URL = "http://127.0.0.1:4000"
 
 
@@ -175,8 +194,15 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value)
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
+        return ", ".join(f"{k}={_nested(v)}" for k, v in value.items())
     return str(value)
+
+
+def _nested(value: Any) -> str:
+    """A value inside a dict cell: nested objects (per-model limits, a status) as compact JSON."""
+    import orjson
+
+    return orjson.dumps(value).decode() if isinstance(value, (dict, list)) else str(value)
 
 
 def _show(value: Any, as_json: bool, columns: tuple[str, ...] = ()) -> None:
@@ -229,6 +255,55 @@ def _expiry(expires: str | None) -> dict[str, Any]:
     return {"expires_at": expires}
 
 
+LIMIT_NAMES = ("rpm", "tpm", "input_tpm", "output_tpm", "concurrency")
+
+
+def _model_limit(text: str) -> tuple[str, dict[str, int]]:
+    """``ALIAS:rpm=60,tpm=1000`` → (alias, limits); the alias may itself hold colons."""
+    alias, sep, spec = text.rpartition(":")
+    values: dict[str, int] = {}
+    for pair in spec.split(",") if sep and alias else ():
+        name, eq, raw = pair.strip().partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or name not in LIMIT_NAMES or not raw.strip().isdigit():
+            values = {}
+            break
+        values[name] = int(raw)
+    if not values:
+        err.print(f"[red]error:[/red] --model-limit expects ALIAS:name=N,… with names among "
+                  f"{', '.join(LIMIT_NAMES)}; got {text!r}")
+        raise typer.Exit(2)
+    return alias, values
+
+
+def _limits_given(counts: tuple[Optional[int], ...], model_limits: Optional[list[str]]) -> dict[str, Any]:
+    """The limits named on the command line: ``counts`` in the order of LIMIT_NAMES."""
+    given: dict[str, Any] = {name: n for name, n in zip(LIMIT_NAMES, counts, strict=True) if n is not None}
+    per_model = dict(_model_limit(text) for text in model_limits or [])
+    if per_model:
+        given["models"] = per_model
+    return given
+
+
+def _merged_limits(current: Optional[dict], given: dict[str, Any], clear: bool) -> Optional[dict]:
+    """The whole limits object to send: the API replaces it, so options not given keep their value."""
+    merged = {} if clear else {k: v for k, v in (current or {}).items() if k != "models"}
+    models = {} if clear else dict((current or {}).get("models") or {})
+    models.update(given.get("models", {}))
+    merged.update({k: v for k, v in given.items() if k != "models"})
+    if models:
+        merged["models"] = models
+    return merged or None
+
+
+def _limits_change(client: "AdminClient", path: str, given: dict[str, Any], clear: bool) -> dict[str, Any]:
+    """``{"limits": …}`` for a PATCH body when limit options were given, else nothing."""
+    if not given and not clear:
+        return {}
+    current = None if clear else client.call("GET", path).get("limits")
+    return {"limits": _merged_limits(current, given, clear)}
+
+
 KEY_COLUMNS = ("id", "key_prefix", "name", "user_id", "team_id", "models", "status", "expires_at")
 TEAM_COLUMNS = ("id", "name", "models", "metadata", "created_at")
 USER_COLUMNS = ("id", "email", "name", "role", "team_id")
@@ -253,10 +328,17 @@ def keys_create(
     expires: Optional[str] = typer.Option(None, "--expires", help="30d, 12h, … or an ISO 8601 time."),
     tag: list[str] = typer.Option([], "--tag", help="A tag (repeatable)."),
     metadata: list[str] = typer.Option([], "--metadata", help="key=value (repeatable)."),
+    rpm: RpmOpt = None, tpm: TpmOpt = None, input_tpm: InTpmOpt = None, output_tpm: OutTpmOpt = None,
+    concurrency: ConcurrencyOpt = None, model_limit: ModelLimitOpt = None, priority: PriorityOpt = None,
 ) -> None:
     """Create a key; its secret is printed once."""
     body = {"name": name, "team_id": team, "user_id": user, "models": _split(models), "tags": tag,
             "metadata": _metadata(metadata), **_expiry(expires)}
+    limits = _limits_given((rpm, tpm, input_tpm, output_tpm, concurrency), model_limit)
+    if limits:  # only when asked: a member may create keys, but not with limits
+        body["limits"] = limits
+    if priority is not None:
+        body["priority"] = priority
     _secret_notice(AdminClient(url, key).call("POST", "/admin/keys", body=body), as_json)
 
 
@@ -286,9 +368,17 @@ def keys_update(
     no_expiry: bool = typer.Option(False, "--no-expiry", help="Remove the expiry."),
     tag: Optional[list[str]] = typer.Option(None, "--tag", help="Replaces the tags (repeatable)."),
     metadata: Optional[list[str]] = typer.Option(None, "--metadata", help="Replaces the metadata: key=value."),
+    rpm: RpmOpt = None, tpm: TpmOpt = None, input_tpm: InTpmOpt = None, output_tpm: OutTpmOpt = None,
+    concurrency: ConcurrencyOpt = None, model_limit: ModelLimitOpt = None, no_limits: NoLimitsOpt = False,
+    priority: PriorityOpt = None,
 ) -> None:
-    """Change a key's name, models, expiry, tags or metadata."""
-    body: dict[str, Any] = {**_expiry(expires)}
+    """Change a key's name, models, expiry, tags, metadata, limits or priority."""
+    client = AdminClient(url, key)
+    given = _limits_given((rpm, tpm, input_tpm, output_tpm, concurrency), model_limit)
+    body: dict[str, Any] = {**_expiry(expires), **_limits_change(client, f"/admin/keys/{_q(key_id)}", given,
+                                                                   no_limits)}
+    if priority is not None:
+        body["priority"] = priority
     if name is not None:
         body["name"] = name
     if models is not None or all_models:
@@ -299,7 +389,7 @@ def keys_update(
         body["tags"] = tag
     if metadata is not None:
         body["metadata"] = _metadata(metadata)
-    _show(AdminClient(url, key).call("PATCH", f"/admin/keys/{_q(key_id)}", body=body), as_json)
+    _show(client.call("PATCH", f"/admin/keys/{_q(key_id)}", body=body), as_json)
 
 
 @keys_app.command("revoke")
@@ -347,16 +437,21 @@ def teams_update(team_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as
                  name: Optional[str] = typer.Option(None, "--name"),
                  models: Optional[str] = typer.Option(None, "--models", help="Comma-separated; replaces the list."),
                  all_models: bool = typer.Option(False, "--all-models", help="Allow every model."),
-                 metadata: Optional[list[str]] = typer.Option(None, "--metadata", help="Replaces: key=value.")) -> None:
-    """Rename, change models or metadata (a team admin: metadata only)."""
-    body: dict[str, Any] = {}
+                 metadata: Optional[list[str]] = typer.Option(None, "--metadata", help="Replaces: key=value."),
+                 rpm: RpmOpt = None, tpm: TpmOpt = None, input_tpm: InTpmOpt = None, output_tpm: OutTpmOpt = None,
+                 concurrency: ConcurrencyOpt = None, model_limit: ModelLimitOpt = None,
+                 no_limits: NoLimitsOpt = False) -> None:
+    """Rename, change models, metadata or limits (a team admin: metadata only)."""
+    client = AdminClient(url, key)
+    given = _limits_given((rpm, tpm, input_tpm, output_tpm, concurrency), model_limit)
+    body: dict[str, Any] = _limits_change(client, f"/admin/teams/{_q(team_id)}", given, no_limits)
     if name is not None:
         body["name"] = name
     if models is not None or all_models:
         body["models"] = None if all_models else _split(models)
     if metadata is not None:
         body["metadata"] = _metadata(metadata)
-    _show(AdminClient(url, key).call("PATCH", f"/admin/teams/{_q(team_id)}", body=body), as_json)
+    _show(client.call("PATCH", f"/admin/teams/{_q(team_id)}", body=body), as_json)
 
 
 @teams_app.command("delete")
@@ -423,13 +518,19 @@ def users_update(user_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as
                  name: Optional[str] = typer.Option(None, "--name"),
                  role: Optional[str] = typer.Option(None, "--role"), team: Optional[str] = typer.Option(None, "--team"),
                  no_team: bool = typer.Option(False, "--no-team", help="Take the user out of their team."),
-                 external_id: Optional[str] = typer.Option(None, "--external-id")) -> None:
-    """Change a user's email, name, role or team."""
+                 external_id: Optional[str] = typer.Option(None, "--external-id"),
+                 rpm: RpmOpt = None, tpm: TpmOpt = None, input_tpm: InTpmOpt = None, output_tpm: OutTpmOpt = None,
+                 concurrency: ConcurrencyOpt = None, model_limit: ModelLimitOpt = None,
+                 no_limits: NoLimitsOpt = False) -> None:
+    """Change a user's email, name, role, team or limits (limits: admin only)."""
+    client = AdminClient(url, key)
+    given = _limits_given((rpm, tpm, input_tpm, output_tpm, concurrency), model_limit)
     fields = {"email": email, "name": name, "role": role, "team_id": team, "external_id": external_id}
     body: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    body.update(_limits_change(client, f"/admin/users/{_q(user_id)}", given, no_limits))
     if no_team:
         body["team_id"] = None
-    _show(AdminClient(url, key).call("PATCH", f"/admin/users/{_q(user_id)}", body=body), as_json)
+    _show(client.call("PATCH", f"/admin/users/{_q(user_id)}", body=body), as_json)
 
 
 @users_app.command("delete")
@@ -440,6 +541,66 @@ def users_delete(user_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None,
         typer.confirm(f"Delete user {user_id} and revoke all their keys?", abort=True)
     AdminClient(url, key).call("DELETE", f"/admin/users/{_q(user_id)}")
     err.print(f"user {user_id} deleted")
+
+
+BUDGET_COLUMNS = ("id", "scope", "subject", "period", "max_usd", "soft_usd", "name", "team_id", "status")
+
+
+@budgets_app.command("create")
+def budgets_create(
+    url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+    budget_scope: str = typer.Option(..., "--scope", help="key, team, user, end_user, model or tag"),
+    subject: str = typer.Option(..., "--subject", help="Key, team or user id; end-user id, model alias or tag."),
+    max_usd: float = typer.Option(..., "--max-usd", help="Hard limit in USD: calls are refused once reached."),
+    soft_usd: Optional[float] = typer.Option(None, "--soft-usd", help="Alert threshold in USD (<= --max-usd)."),
+    period: str = typer.Option("monthly", "--period", help="daily, weekly, monthly or none (UTC periods)."),
+    name: Optional[str] = typer.Option(None, "--name", help="A label."),
+) -> None:
+    """Create a budget."""
+    body = {"scope": budget_scope, "subject": subject, "max_usd": max_usd, "soft_usd": soft_usd, "period": period,
+            "name": name}
+    _show(AdminClient(url, key).call("POST", "/admin/budgets", body=body), as_json)
+
+
+@budgets_app.command("list")
+def budgets_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+                 budget_scope: Optional[str] = typer.Option(None, "--scope"),
+                 subject: Optional[str] = typer.Option(None, "--subject"),
+                 team: Optional[str] = typer.Option(None, "--team"), limit: int = typer.Option(100, "--limit")) -> None:
+    """Budgets you may see, with their live status when the gateway tracks spending."""
+    params = {"scope": budget_scope, "subject": subject, "team_id": team, "limit": limit}
+    _show(AdminClient(url, key).call("GET", "/admin/budgets", params=params), as_json, BUDGET_COLUMNS)
+
+
+@budgets_app.command("get")
+def budgets_get(budget_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """One budget and its status."""
+    _show(AdminClient(url, key).call("GET", f"/admin/budgets/{_q(budget_id)}"), as_json)
+
+
+@budgets_app.command("update")
+def budgets_update(budget_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOpt = False,
+                   max_usd: Optional[float] = typer.Option(None, "--max-usd"),
+                   soft_usd: Optional[float] = typer.Option(None, "--soft-usd"),
+                   no_soft: bool = typer.Option(False, "--no-soft", help="Remove the alert threshold."),
+                   period: Optional[str] = typer.Option(None, "--period"),
+                   name: Optional[str] = typer.Option(None, "--name")) -> None:
+    """Change a budget's amounts, period or name."""
+    fields = {"max_usd": max_usd, "soft_usd": soft_usd, "period": period, "name": name}
+    body: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    if no_soft:
+        body["soft_usd"] = None
+    _show(AdminClient(url, key).call("PATCH", f"/admin/budgets/{_q(budget_id)}", body=body), as_json)
+
+
+@budgets_app.command("delete")
+def budgets_delete(budget_id: str, url: UrlOpt = DEFAULT_URL, key: KeyOpt = None,
+                   yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
+    """Delete a budget: its subject spends without this limit from now on."""
+    if not yes:
+        typer.confirm(f"Delete budget {budget_id}?", abort=True)
+    AdminClient(url, key).call("DELETE", f"/admin/budgets/{_q(budget_id)}")
+    err.print(f"budget {budget_id} deleted")
 
 
 @app.command()

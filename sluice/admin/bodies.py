@@ -6,9 +6,12 @@ Secrets appear in exactly two responses: ``KeyWithSecret`` from create and rotat
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sluice.admin.limits import Limits, Priority
+from sluice.store.models import BUDGET_PERIODS, BUDGET_SCOPES
 
 T = TypeVar("T")
 
@@ -27,10 +30,16 @@ class ErrorDetail(BaseModel):
     message: str
     type: str = Field(description="e.g. permission_error, not_found_error, invalid_request_error")
     code: str | None = None
+    param: str | None = Field(None, description="The request field at fault, when there is one.")
 
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+LIMITS_HELP = ("Requests, tokens (total, input, output) per minute and requests in flight, overall and per model "
+               "alias; absent = no limit.")
+PRIORITY_HELP = "Queue class when a model is at capacity: interactive goes before default, default before batch."
 
 
 # --- keys -------------------------------------------------------------------------------------
@@ -45,6 +54,8 @@ class KeyCreate(Body):
     expires_at: datetime | None = None
     duration: str | None = Field(None, description="Expires this long after creation: 30d, 12h, 90m, 2w.",
                                  examples=["30d"])
+    limits: Limits | None = Field(None, description=LIMITS_HELP + " Admins and the team's admin only.")
+    priority: Priority | None = Field(None, description=PRIORITY_HELP)
 
 
 class KeyUpdate(Body):
@@ -56,6 +67,8 @@ class KeyUpdate(Body):
     tags: list[str] | None = None
     expires_at: datetime | None = None
     duration: str | None = None
+    limits: Limits | None = Field(None, description="Replaces all the key's limits; null removes them.")
+    priority: Priority | None = Field(None, description=PRIORITY_HELP)
 
 
 class KeyRotate(Body):
@@ -74,8 +87,16 @@ class KeyOut(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     rotated_from: str | None
+    limits: dict[str, Any] | None = Field(None, description="The key's limits; null = none of its own.")
+    priority: str | None = Field(None, description="Queue class under saturation; null = default.")
     created_at: datetime | None
     status: str = Field(description="active, revoked or expired")
+
+
+class KeyDetail(KeyOut):
+    limits_status: dict[str, Any] | None = Field(
+        None, description="Current usage, remaining and reset time of each limit and budget that applies to the "
+                          "key; null when the gateway has no limiter attached.")
 
 
 class KeyWithSecret(KeyOut):
@@ -88,12 +109,14 @@ class TeamCreate(Body):
     name: str = Field(min_length=1, max_length=200)
     models: list[str] | None = Field(None, description="Model aliases the team's keys may use; null = all.")
     metadata: dict[str, Any] = Field(default_factory=dict)
+    limits: Limits | None = Field(None, description=LIMITS_HELP + " Shared by all the team's keys.")
 
 
 class TeamUpdate(Body):
     name: str | None = Field(None, min_length=1, max_length=200)
     models: list[str] | None = None
     metadata: dict[str, Any] | None = None
+    limits: Limits | None = Field(None, description="Replaces the team's limits; null removes them. Admin only.")
 
 
 class TeamOut(BaseModel):
@@ -101,6 +124,7 @@ class TeamOut(BaseModel):
     name: str
     models: list[str] | None
     metadata: dict[str, Any]
+    limits: dict[str, Any] | None = None
     created_at: datetime | None
 
 
@@ -115,6 +139,7 @@ class UserCreate(Body):
     role: Role = "member"
     team_id: str | None = None
     external_id: str | None = Field(None, max_length=300, description="The identity provider's subject.")
+    limits: Limits | None = Field(None, description=LIMITS_HELP + " Shared by all the user's keys. Admin only.")
 
 
 class UserUpdate(Body):
@@ -123,6 +148,7 @@ class UserUpdate(Body):
     role: Role | None = None
     team_id: str | None = None
     external_id: str | None = Field(None, max_length=300)
+    limits: Limits | None = Field(None, description="Replaces the user's limits; null removes them. Admin only.")
 
 
 class UserOut(BaseModel):
@@ -132,7 +158,52 @@ class UserOut(BaseModel):
     role: str
     team_id: str | None
     external_id: str | None
+    limits: dict[str, Any] | None = None
     created_at: datetime | None
+
+
+# --- budgets ----------------------------------------------------------------------------------
+
+BudgetScope = Literal[BUDGET_SCOPES]  # type: ignore[valid-type]
+BudgetPeriod = Literal[BUDGET_PERIODS]  # type: ignore[valid-type]
+USD = {"gt": 0, "allow_inf_nan": False}
+
+
+class BudgetCreate(Body):
+    scope: BudgetScope = Field(description="What the budget limits: key, team, user (by id), end_user (the "
+                                           "application's end-user id), model (alias) or tag.")
+    subject: str = Field(min_length=1, max_length=300, description="The key, team or user id; the end-user id, "
+                                                                     "model alias or tag.")
+    period: BudgetPeriod = Field("monthly", description="Calendar period in UTC; none = for all time.")
+    max_usd: float = Field(description="Hard limit: calls are refused once spending reaches it.", **USD)
+    soft_usd: float | None = Field(None, description="Alert threshold, at most max_usd.", **USD)
+    name: str | None = Field(None, max_length=200)
+
+
+class BudgetUpdate(Body):
+    """Only the fields sent change; ``soft_usd: null`` removes the alert threshold."""
+
+    max_usd: float | None = Field(None, **USD)
+    soft_usd: float | None = Field(None, **USD)
+    name: str | None = Field(None, max_length=200)
+    period: BudgetPeriod | None = None
+
+
+class BudgetOut(BaseModel):
+    id: str
+    scope: str
+    subject: str
+    period: str
+    max_usd: float
+    soft_usd: float | None
+    name: str | None
+    team_id: str | None = Field(description="The subject's team (tenant scoping); null for end-user, model and "
+                                            "tag budgets.")
+    created_at: datetime | None
+    updated_at: datetime | None
+    status: dict[str, Any] | None = Field(
+        None, description="Spent, remaining and reset time in the current period; null when the gateway has no "
+                          "budget tracker attached.")
 
 
 # --- audit, usage, caller ---------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 Scope rules are in ``sluice.admin.scope``. A key's model list must lie within its team's and,
 for a non-admin creating or changing it, within the caller's own allow-list, so nobody hands
-out more than they hold.
+out more than they hold. A key's limits and priority are set by admins and by the team admin
+of the key's team; a member creates keys without them and cannot change them.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -16,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluice.admin import scope
 from sluice.admin.audit import Change, record
+from sluice.admin.budgets import copy_key_budgets, retag_budgets
 from sluice.admin.durations import parse_duration
+from sluice.admin.limits import check_limits, check_priority
 from sluice.admin.notify import announce
 from sluice.admin.views import as_utc, key_view
 from sluice.policies.auth import Principal
@@ -26,7 +30,9 @@ from sluice.store.events import Events
 from sluice.store.models import ApiKey, Team, User, utcnow
 from sluice.store.secrets import generate_key
 
-UPDATABLE = frozenset({"name", "models", "metadata", "tags", "expires_at", "duration"})
+UPDATABLE = frozenset({"name", "models", "metadata", "tags", "expires_at", "duration", "limits", "priority"})
+# Fields that shape how much a key may consume: not the key holder's to choose.
+CONTROLLED = frozenset({"limits", "priority"})
 DEFAULT_GRACE = timedelta(hours=24)
 STATUSES = ("active", "revoked", "expired")
 
@@ -41,6 +47,8 @@ class KeySpec:
     tags: list[str] = field(default_factory=list)
     expires_at: datetime | None = None
     duration: str | None = None  # "30d": expires that long after creation
+    limits: dict[str, Any] | None = None  # see sluice.store.models.LIMITS_DOC
+    priority: str | None = None  # one of sluice.store.models.PRIORITIES; None = default
 
 
 def _invalid(message: str, param: str) -> GatewayError:
@@ -57,6 +65,14 @@ def _expiry(expires_at: datetime | None, duration: str | None, now: datetime) ->
         if expires_at <= now:
             raise _invalid("expires_at is in the past", "expires_at")
     return expires_at
+
+
+def _check_controls(caller: Principal, fields: set[str]) -> None:
+    """Limits and priority are the admins' (a team admin's, for their team's keys, which are the
+    only keys they can reach); a member who could set them would lift their own limits."""
+    sent = fields & CONTROLLED
+    if sent and caller.role not in (scope.ADMIN, scope.TEAM_ADMIN):
+        raise scope.forbidden(f"a {caller.role} cannot set a key's {' or '.join(sorted(sent))}")
 
 
 def _check_models(caller: Principal, team: Team | None, models: list[str] | None) -> list[str] | None:
@@ -117,6 +133,8 @@ async def create_key(db: Database, caller: Principal, spec: KeySpec, *,
     """A new key: its view and the secret, which is returned here and never again."""
     scope.check_caller(caller)
     now = utcnow()
+    _check_controls(caller, {name for name in CONTROLLED if getattr(spec, name) is not None})
+    limits, priority = check_limits(spec.limits), check_priority(spec.priority)
     async with db.transaction() as session:
         user_id, team = await _owner(session, caller, spec)
         models = _check_models(caller, team, spec.models)
@@ -124,7 +142,7 @@ async def create_key(db: Database, caller: Principal, spec: KeySpec, *,
         key = ApiKey(key_hash=digest, key_prefix=prefix, name=spec.name, user_id=user_id,
                      team_id=team.id if team else None, models=models, metadata_=dict(spec.metadata or {}),
                      tags=list(spec.tags or []), expires_at=_expiry(spec.expires_at, spec.duration, now),
-                     created_at=now)
+                     limits=limits, priority=priority, created_at=now)
         session.add(key)
         await session.flush()
         view = key_view(key, now)
@@ -199,6 +217,11 @@ def _apply_update(key: ApiKey, caller: Principal, team: Team | None, changes: di
         raise _invalid(f"cannot update {', '.join(sorted(unknown))}", min(unknown))
     if key.revoked_at is not None:
         raise _invalid("the key is revoked", "key_id")
+    _check_controls(caller, set(changes))
+    if "limits" in changes:
+        key.limits = check_limits(changes["limits"])
+    if "priority" in changes:
+        key.priority = check_priority(changes["priority"])
     if "name" in changes:
         key.name = changes["name"]
     if "models" in changes:
@@ -213,7 +236,11 @@ def _apply_update(key: ApiKey, caller: Principal, team: Team | None, changes: di
 
 async def update_key(db: Database, caller: Principal, key_id: str, changes: dict[str, Any], *,
                      request_id: str | None = None, events: Events | None = None) -> dict[str, Any]:
-    """Change name, models, metadata, tags or expiry (``expires_at: None`` removes it)."""
+    """Change name, models, metadata, tags, expiry (``expires_at: None`` removes it), limits or priority.
+
+    ``limits`` replaces the whole object (None removes every limit); only an admin or the key's
+    team admin may send ``limits`` or ``priority``.
+    """
     scope.check_caller(caller)
     now = utcnow()
     async with db.transaction() as session:
@@ -261,7 +288,9 @@ async def rotate_key(db: Database, caller: Principal, key_id: str, *, grace: tim
         secret, prefix, digest = generate_key()
         new = ApiKey(key_hash=digest, key_prefix=prefix, name=old.name, user_id=old.user_id, team_id=old.team_id,
                      models=old.models, metadata_=dict(old.metadata_ or {}), tags=list(old.tags or []),
-                     expires_at=old.expires_at, rotated_from=old.id, created_at=now)
+                     expires_at=old.expires_at, rotated_from=old.id, created_at=now,
+                     # Kept, or rotating a key would be a way out of its limits.
+                     limits=copy.deepcopy(old.limits), priority=old.priority)
         before = key_view(old, now)
         old.expires_at = min(now + grace, as_utc(old.expires_at) or now + grace)
         session.add(new)
@@ -269,8 +298,9 @@ async def rotate_key(db: Database, caller: Principal, key_id: str, *, grace: tim
         view = key_view(new, now)
         record(session, change, "key.rotate", "key", old.id, old.team_id, before, key_view(old, now))
         record(session, change, "key.create", "key", new.id, new.team_id, None, view)
+        budgets = await copy_key_budgets(session, change, old.id, new.id)
         old_digest = old.key_hash
-    await announce(events, [("key", old_digest)])
+    await announce(events, [("key", old_digest), *budgets])
     return view, secret
 
 
@@ -296,14 +326,16 @@ async def revoke_owned_keys(session: AsyncSession, change: Change, *, user_id: s
     return hashes
 
 
-async def adopt_keys(session: AsyncSession, change: Change, user_id: str, team_id: str) -> list[str]:
-    """Give a user's live team-less keys the team they joined; their hashes, to announce."""
+async def adopt_keys(session: AsyncSession, change: Change, user_id: str, team_id: str) -> list[tuple[str, str]]:
+    """Give a user's live team-less keys (and their budgets) the team they joined; what to announce."""
     stmt = select(ApiKey).where(ApiKey.user_id == user_id, ApiKey.team_id.is_(None), ApiKey.revoked_at.is_(None))
     now = utcnow()
-    hashes = []
+    messages: list[tuple[str, str]] = []
+    adopted = []
     for key in (await session.scalars(stmt)).all():
         before = key_view(key, now)
         key.team_id = team_id
         record(session, change, "key.update", "key", key.id, team_id, before, key_view(key, now))
-        hashes.append(key.key_hash)
-    return hashes
+        messages.append(("key", key.key_hash))
+        adopted.append(key.id)
+    return messages + await retag_budgets(session, change, "key", adopted, team_id)

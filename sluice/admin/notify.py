@@ -1,8 +1,9 @@
 """Announcing auth-relevant changes after they commit, so every instance drops its cached view.
 
 Topics (see ``sluice.store.events``): ``("key", <key hash>)``, ``("team", <team id>)``,
-``("user", <user id>)``. Publishing happens only after the transaction committed: an instance
-that reloads on the message must find the new state.
+``("user", <user id>)``, and ``("budget", <budget id>)`` when a budget is created, changed or
+deleted (so instances reload their budgets). Publishing happens only after the transaction
+committed: an instance that reloads on the message must find the new state.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Teams and their members.
 
-Admins create, rename, re-scope (models) and delete teams. A team admin may edit their own
-team's metadata only: the name is unique across tenants (a clash would reveal another team's
-name) and the model list is the access grant itself. Team admins add and remove members of
-their own team; a user already in another team is invisible to them (404).
+Admins create, rename, re-scope (models), limit and delete teams. A team admin may edit their
+own team's metadata only: the name is unique across tenants (a clash would reveal another team's
+name), and the model list and the limits are the access grant itself. Team admins add and remove
+members of their own team; a user already in another team is invisible to them (404).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluice.admin import scope
 from sluice.admin.audit import Change, record, record_per_team
+from sluice.admin.budgets import drop_budgets, retag_budgets
 from sluice.admin.errors import unique
 from sluice.admin.keys import revoke_owned_keys
+from sluice.admin.limits import check_limits
 from sluice.admin.notify import announce
 from sluice.admin.users import check_role, move_user, require_manageable
 from sluice.admin.views import team_view, user_view
@@ -27,7 +29,9 @@ from sluice.store.db import Database
 from sluice.store.events import Events
 from sluice.store.models import Team, User, utcnow
 
-UPDATABLE = frozenset({"name", "models", "metadata"})
+UPDATABLE = frozenset({"name", "models", "metadata", "limits"})
+# What, when it changes, alters what the team's keys may do: the gateway must reload them.
+ANNOUNCED = ("models", "limits")
 TEAM_ADMIN_UPDATABLE = frozenset({"metadata"})
 DUPLICATE = "a team with this name already exists"
 
@@ -37,14 +41,17 @@ class TeamSpec:
     name: str
     models: list[str] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, Any] | None = None  # see sluice.store.models.LIMITS_DOC
 
 
 async def create_team(db: Database, caller: Principal, spec: TeamSpec, *,
                       request_id: str | None = None) -> dict[str, Any]:
     scope.check_caller(caller)
     scope.require_admin(caller, "create teams")
+    limits = check_limits(spec.limits)
     async with db.transaction() as session:
-        team = Team(name=spec.name, models=spec.models, metadata_=dict(spec.metadata or {}), created_at=utcnow())
+        team = Team(name=spec.name, models=spec.models, metadata_=dict(spec.metadata or {}), limits=limits,
+                    created_at=utcnow())
         async with unique(session, DUPLICATE):
             session.add(team)
         view = team_view(team)
@@ -100,12 +107,14 @@ async def update_team(db: Database, caller: Principal, team_id: str, changes: di
             team.models = list(changes["models"]) if changes["models"] is not None else None
         if "metadata" in changes:
             team.metadata_ = dict(changes["metadata"] or {})
+        if "limits" in changes:
+            team.limits = check_limits(changes["limits"])
         async with unique(session, DUPLICATE):
             pass
         after = team_view(team)
         if after != before:
             record(session, Change(caller, request_id), "team.update", "team", team.id, team.id, before, after)
-    if before["models"] != after["models"]:
+    if any(before[name] != after[name] for name in ANNOUNCED):
         await announce(events, [("team", team_id)])
     return after
 
@@ -125,10 +134,13 @@ async def delete_team(db: Database, caller: Principal, team_id: str, *, request_
             user_before = user_view(user)
             user.team_id = None
             record(session, change, "team.member_remove", "user", user.id, team_id, user_before, user_view(user))
+        budgets = await retag_budgets(session, change, "user", [user.id for user in members], None)
+        budgets += await drop_budgets(session, change, "team", team_id)
         await session.flush()
         await session.delete(team)
         record(session, change, "team.delete", "team", team_id, team_id, before, None)
-    await announce(events, [("key", d) for d in hashes] + [("user", u.id) for u in members] + [("team", team_id)])
+    await announce(events, [("key", d) for d in hashes] + [("user", u.id) for u in members] + budgets
+                   + [("team", team_id)])
 
 
 async def list_members(db: Database, caller: Principal, team_id: str) -> list[dict[str, Any]]:

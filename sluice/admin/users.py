@@ -1,7 +1,8 @@
 """Users: create, list, get, update, delete — admins anywhere, team admins inside their team.
 
-A team admin cannot grant the ``admin`` role, touch an admin, or move a user to another team.
-A user who leaves a team (moved, removed or deleted) loses the keys that team granted.
+A team admin cannot grant the ``admin`` role, touch an admin, move a user to another team, or
+set a user's limits (admin only). A user who leaves a team (moved, removed or deleted) loses the
+keys that team granted.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluice.admin import scope
 from sluice.admin.audit import Change, record_per_team
+from sluice.admin.budgets import drop_budgets, retag_budgets
 from sluice.admin.errors import unique
 from sluice.admin.keys import adopt_keys, revoke_owned_keys
+from sluice.admin.limits import check_limits
 from sluice.admin.notify import announce
 from sluice.admin.views import user_view
 from sluice.policies.auth import Principal
@@ -24,7 +27,7 @@ from sluice.store.db import Database
 from sluice.store.events import Events
 from sluice.store.models import ROLES, Team, User, utcnow
 
-UPDATABLE = frozenset({"email", "name", "role", "team_id", "external_id"})
+UPDATABLE = frozenset({"email", "name", "role", "team_id", "external_id", "limits"})
 DUPLICATE = "a user with this email or external id already exists"
 
 
@@ -35,6 +38,13 @@ class UserSpec:
     role: str = "member"
     team_id: str | None = None
     external_id: str | None = None
+    limits: dict[str, Any] | None = None  # see sluice.store.models.LIMITS_DOC
+
+
+def _check_limits_setter(caller: Principal) -> None:
+    # A team admin choosing their users' limits could lift the limits an admin set on the team's people.
+    if not scope.is_admin(caller):
+        raise scope.forbidden("only an admin can set a user's limits")
 
 
 def check_role(caller: Principal, role: str) -> None:
@@ -59,11 +69,14 @@ async def create_user(db: Database, caller: Principal, spec: UserSpec, *,
     scope.check_caller(caller)
     scope.require_user_manager(caller)
     check_role(caller, spec.role)
+    if spec.limits is not None:
+        _check_limits_setter(caller)
+    limits = check_limits(spec.limits)
     team_id = spec.team_id if scope.is_admin(caller) else (spec.team_id or scope.own_team(caller))
     async with db.transaction() as session:
         await _check_team(session, caller, team_id)
         user = User(email=spec.email, name=spec.name, role=spec.role, team_id=team_id,
-                    external_id=spec.external_id, created_at=utcnow())
+                    external_id=spec.external_id, limits=limits, created_at=utcnow())
         async with unique(session, DUPLICATE):
             session.add(user)
         view = user_view(user)
@@ -118,14 +131,18 @@ async def move_user(session: AsyncSession, change: Change, user: User, team_id: 
         hashes = await revoke_owned_keys(session, change, user_id=user.id, team_id=user.team_id)
         messages += [("key", digest) for digest in hashes]
     if team_id is not None:
-        messages += [("key", digest) for digest in await adopt_keys(session, change, user.id, team_id)]
+        messages += await adopt_keys(session, change, user.id, team_id)
+    messages += await retag_budgets(session, change, "user", [user.id], team_id)
     user.team_id = team_id
     return messages
 
 
 async def update_user(db: Database, caller: Principal, user_id: str, changes: dict[str, Any], *,
                       request_id: str | None = None, events: Events | None = None) -> dict[str, Any]:
-    """Change email, name, role, team or external id; a role or team change is announced."""
+    """Change email, name, role, team, external id or limits (admin only; ``None`` removes them).
+
+    A change of role, team or limits is announced, so gateways reload the user's keys.
+    """
     scope.check_caller(caller)
     unknown = set(changes) - UPDATABLE
     if unknown:
@@ -145,13 +162,16 @@ async def update_user(db: Database, caller: Principal, user_id: str, changes: di
         for name in ("email", "name", "external_id"):
             if name in changes:
                 setattr(user, name, changes[name])
+        if "limits" in changes:
+            _check_limits_setter(caller)
+            user.limits = check_limits(changes["limits"])
         async with unique(session, DUPLICATE):
             pass
         after = user_view(user)
         if after != before:
             record_per_team(session, change, "user.update", "user", user.id,
                             [before["team_id"], after["team_id"]], before, after)
-        if before["role"] != after["role"] or before["team_id"] != after["team_id"]:
+        if any(before[name] != after[name] for name in ("role", "team_id", "limits")):
             messages.append(("user", user.id))
     await announce(events, messages)
     return after
@@ -167,6 +187,7 @@ async def delete_user(db: Database, caller: Principal, user_id: str, *, request_
         require_manageable(caller, user)
         before = user_view(user)
         hashes = await revoke_owned_keys(session, change, user_id=user.id)
+        budgets = await drop_budgets(session, change, "user", user.id)
         await session.delete(user)
         record_per_team(session, change, "user.delete", "user", user_id, [before["team_id"]], before, None)
-    await announce(events, [("key", digest) for digest in hashes] + [("user", user_id)])
+    await announce(events, [("key", digest) for digest in hashes] + budgets + [("user", user_id)])

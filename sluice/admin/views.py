@@ -6,10 +6,11 @@ people can recognise a key in a list.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timezone
 from typing import Any
 
-from sluice.store.models import ApiKey, AuditEntry, Team, User
+from sluice.store.models import ApiKey, AuditEntry, Budget, Team, User
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -47,6 +48,8 @@ def key_view(key: ApiKey, now: datetime | None = None) -> dict[str, Any]:
         "expires_at": iso(key.expires_at),
         "revoked_at": iso(key.revoked_at),
         "rotated_from": key.rotated_from,
+        "limits": _limits(key.limits),
+        "priority": key.priority,
         "created_at": iso(key.created_at),
         "status": key_status(key, now),
     }
@@ -58,6 +61,7 @@ def team_view(team: Team) -> dict[str, Any]:
         "name": team.name,
         "models": list(team.models) if team.models is not None else None,
         "metadata": dict(team.metadata_ or {}),
+        "limits": _limits(team.limits),
         "created_at": iso(team.created_at),
     }
 
@@ -70,7 +74,28 @@ def user_view(user: User) -> dict[str, Any]:
         "role": user.role,
         "team_id": user.team_id,
         "external_id": user.external_id,
+        "limits": _limits(user.limits),
         "created_at": iso(user.created_at),
+    }
+
+
+def _limits(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    # A copy: views end up in audit rows, which must not share (and later see) a live object's JSON.
+    return copy.deepcopy(value) if value else None
+
+
+def budget_view(budget: Budget) -> dict[str, Any]:
+    return {
+        "id": budget.id,
+        "scope": budget.scope,
+        "subject": budget.subject,
+        "period": budget.period,
+        "max_usd": budget.max_usd,
+        "soft_usd": budget.soft_usd,
+        "name": budget.name,
+        "team_id": budget.team_id,
+        "created_at": iso(budget.created_at),
+        "updated_at": iso(budget.updated_at),
     }
 
 

@@ -1,15 +1,20 @@
-"""The admin API: ``/admin/…`` for keys, teams, users, the audit log and usage (OpenAPI at ``/docs``).
+"""The admin API: ``/admin/…`` for keys, teams, users, budgets, the audit log and usage (OpenAPI at ``/docs``).
 
 A FastAPI application of its own: it is not on the hot path, and its OpenAPI document is part
 of the product. Every route resolves the caller from ``Authorization: Bearer`` and hands it to
 the ``sluice.admin`` services, which enforce the role rules themselves. Errors are
-``{"error": {"message", "type", "code"}}`` with the status of the ``GatewayError``.
+``{"error": {"message", "type", "code"}}`` with the status of the ``GatewayError``, plus
+``"param"`` (the field at fault) when the error names one.
+
+Live figures (a key's current usage against its limits, a budget's spend) come from an optional
+``LimitsView`` the gateway attaches; without one those fields are null.
 
 Mounting into the gateway's Starlette app: ``routes += admin_routes(create_admin_app(...))``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -26,9 +31,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sluice import admin
-from sluice.admin.bodies import (AuditOut, Caller, ErrorBody, KeyCreate, KeyOut, KeyRotate, KeyUpdate, KeyWithSecret,
-                                 ListOf, MemberAdd, TeamCreate, TeamOut, TeamUpdate, UsageReport, UserCreate, UserOut,
-                                 UserUpdate)
+from sluice.admin.bodies import (AuditOut, BudgetCreate, BudgetOut, BudgetUpdate, Caller, ErrorBody, KeyCreate,
+                                 KeyDetail, KeyOut, KeyRotate, KeyUpdate, KeyWithSecret, ListOf, MemberAdd, TeamCreate,
+                                 TeamOut, TeamUpdate, UsageReport, UserCreate, UserOut, UserUpdate)
 from sluice.api.http import REQUEST_ID_KEY, JSONResponse, bearer_token
 from sluice.schema import GatewayError
 
@@ -45,6 +50,18 @@ class SupportsAuthenticate(Protocol):
     async def authenticate(self, credential: str | None) -> admin.Principal: ...
 
 
+class LimitsView(Protocol):
+    """Live state of limits and budgets, provided by the gateway's enforcement (``sluice.policies``).
+
+    Both receive the admin API's view of the object (a dict as ``KeyOut`` / ``BudgetOut`` shows
+    it) and return a JSON-safe dict, shown as-is.
+    """
+
+    async def key_status(self, key: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def budget_status(self, budget: dict[str, Any]) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """One admin request: the services it needs, the caller, and the request id for the audit log."""
@@ -53,6 +70,7 @@ class Call:
     events: Any
     caller: admin.Principal
     request_id: str
+    limits_view: LimitsView | None = None
 
 
 # Declared so the OpenAPI document (and the "Authorize" button of /docs) knows the scheme;
@@ -64,20 +82,24 @@ async def current_call(request: Request, _: Annotated[Any, Depends(_BEARER)] = N
     state = request.app.state
     principal = await state.authenticator.authenticate(bearer_token(request))
     admin.check_caller(principal)
-    return Call(state.db, state.events, principal, request.scope[REQUEST_ID_KEY])
+    return Call(state.db, state.events, principal, request.scope[REQUEST_ID_KEY], state.limits_view)
 
 
 CallDep = Annotated[Call, Depends(current_call)]
 router = APIRouter(prefix="/admin", responses=ERROR_RESPONSES)
 
 
-def create_admin_app(db: Any, authenticator: SupportsAuthenticate, events: Any | None = None) -> FastAPI:
-    """``db``: ``sluice.store.db.Database``; ``events``: ``sluice.store.events.Events`` (or None)."""
+def create_admin_app(db: Any, authenticator: SupportsAuthenticate, events: Any | None = None,
+                     limits_view: LimitsView | None = None) -> FastAPI:
+    """``db``: ``sluice.store.db.Database``; ``events``: ``sluice.store.events.Events`` (or None);
+    ``limits_view``: live limit and budget figures for key and budget responses (or None)."""
     app = FastAPI(title="Sluice admin API", version="1", docs_url=None, openapi_url="/openapi.json",
                   redoc_url=None,
-                  description="Virtual keys, teams, users, the audit log and usage of a Sluice gateway. "
+                  description="Virtual keys, teams, users, limits, budgets, the audit log and usage of a "
+                              "Sluice gateway. "
                               "Authenticate with `Authorization: Bearer <master key or an admin's key>`.")
     app.state.db, app.state.authenticator, app.state.events = db, authenticator, events
+    app.state.limits_view = limits_view
     app.include_router(router)
     _add_docs(app)
     _add_error_handlers(app)
@@ -120,7 +142,10 @@ def _add_docs(app: FastAPI) -> None:
 
 def error_body(err: GatewayError) -> dict[str, Any]:
     kind = err.kind if err.kind.endswith("error") else f"{err.kind}_error"  # server_error stays as it is
-    return {"error": {"message": err.message, "type": kind, "code": err.code}}
+    detail: dict[str, Any] = {"message": err.message, "type": kind, "code": err.code}
+    if err.param is not None:
+        detail["param"] = err.param
+    return {"error": detail}
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -130,7 +155,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "request"
-        err = GatewayError("invalid_request", f"{where}: {first.get('msg', 'invalid value')}", code="invalid_value")
+        problem = "unknown field" if first.get("type") == "extra_forbidden" else first.get("msg", "invalid value")
+        err = GatewayError("invalid_request", f"{where}: {problem}", code="invalid_value",
+                           param=None if where == "request" else where)
         return JSONResponse(error_body(err), status_code=400)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -206,9 +233,12 @@ async def list_keys(call: CallDep, team_id: str | None = None, user_id: str | No
     return {"data": await admin.list_keys(call.db, call.caller, team_id=team_id, user_id=user_id, status=status,
                                           limit=limit, offset=offset)}
 
-@router.get("/keys/{key_id}", response_model=KeyOut, tags=["keys"])
+@router.get("/keys/{key_id}", response_model=KeyDetail, tags=["keys"])
 async def get_key(key_id: str, call: CallDep) -> Any:
-    return await admin.get_key(call.db, call.caller, key_id)
+    """One key, with `limits_status`: where it stands against every limit and budget that applies."""
+    view = await admin.get_key(call.db, call.caller, key_id)
+    status = await _live(call.limits_view.key_status(view), "key", key_id) if call.limits_view else None
+    return {**view, "limits_status": status}
 
 @router.patch("/keys/{key_id}", response_model=KeyOut, tags=["keys"])
 async def update_key(key_id: str, body: KeyUpdate, call: CallDep) -> Any:
@@ -300,6 +330,58 @@ async def update_user(user_id: str, body: UserUpdate, call: CallDep) -> Any:
 async def delete_user(user_id: str, call: CallDep) -> Response:
     """Delete a user; all their keys are revoked first."""
     await admin.delete_user(call.db, call.caller, user_id, request_id=call.request_id, events=call.events)
+    return Response(status_code=204)
+
+
+async def _live(pending: Any, what: str, ident: str) -> dict[str, Any] | None:
+    """A live figure, or null when the limiter cannot say (its Redis is down, say): the object's
+    configuration is worth showing on its own."""
+    try:
+        return await pending
+    except Exception:  # noqa: BLE001 - the admin answer must not depend on the limiter's health
+        log.warning("no live status for %s %s", what, ident, exc_info=True)
+        return None
+
+
+async def _with_status(call: Call, budget: dict[str, Any]) -> dict[str, Any]:
+    view = call.limits_view
+    status = await _live(view.budget_status(budget), "budget", budget["id"]) if view else None
+    return {**budget, "status": status}
+
+
+@router.post("/budgets", response_model=BudgetOut, status_code=201, tags=["budgets"])
+async def create_budget(body: BudgetCreate, call: CallDep) -> Any:
+    """Create a budget. Admins: any scope; a team admin: budgets of their team's keys and users."""
+    budget = await admin.create_budget(call.db, call.caller, admin.BudgetSpec(**body.model_dump()),
+                                       request_id=call.request_id, events=call.events)
+    return await _with_status(call, budget)
+
+scope_doc = Query(None, description="key, team, user, end_user, model or tag")
+
+
+@router.get("/budgets", response_model=ListOf[BudgetOut], tags=["budgets"])
+async def list_budgets(call: CallDep, scope: str | None = scope_doc, subject: str | None = None,
+                       team_id: str | None = None,
+                       limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Any:
+    """Budgets in your scope, each with its live `status`."""
+    budgets = await admin.list_budgets(call.db, call.caller, scope=scope, subject=subject, team_id=team_id,
+                                       limit=limit, offset=offset)
+    return {"data": await asyncio.gather(*(_with_status(call, budget) for budget in budgets))}
+
+@router.get("/budgets/{budget_id}", response_model=BudgetOut, tags=["budgets"])
+async def get_budget(budget_id: str, call: CallDep) -> Any:
+    return await _with_status(call, await admin.get_budget(call.db, call.caller, budget_id))
+
+@router.patch("/budgets/{budget_id}", response_model=BudgetOut, tags=["budgets"])
+async def update_budget(budget_id: str, body: BudgetUpdate, call: CallDep) -> Any:
+    """Change max_usd, soft_usd (null removes it), name or period; only the fields sent change."""
+    budget = await admin.update_budget(call.db, call.caller, budget_id, body.model_dump(exclude_unset=True),
+                                       request_id=call.request_id, events=call.events)
+    return await _with_status(call, budget)
+
+@router.delete("/budgets/{budget_id}", status_code=204, tags=["budgets"])
+async def delete_budget(budget_id: str, call: CallDep) -> Response:
+    await admin.delete_budget(call.db, call.caller, budget_id, request_id=call.request_id, events=call.events)
     return Response(status_code=204)
 
 

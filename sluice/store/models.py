@@ -10,10 +10,26 @@ import secrets
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ROLES = ("admin", "team_admin", "member", "viewer")
+BUDGET_SCOPES = ("key", "team", "user", "end_user", "model", "tag")
+BUDGET_PERIODS = ("daily", "weekly", "monthly", "none")
+# A key's class in the queue that forms when a model is at capacity; earlier in the tuple goes first.
+PRIORITIES = ("interactive", "default", "batch")
 
 
 def new_id(prefix: str) -> str:
@@ -36,6 +52,7 @@ class Team(Base):
     # Model aliases the team's keys may use; None = all. A key's own list narrows it further.
     models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # see LIMITS_DOC
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -50,6 +67,7 @@ class User(Base):
                                                 index=True)
     # The identity provider's subject, for users who arrive with a JWT.
     external_id: Mapped[str | None] = mapped_column(String(300), unique=True, nullable=True)
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # see LIMITS_DOC
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -71,7 +89,45 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
     # Rotation: the new key points at the old one; the old one stays valid until grace_until.
     rotated_from: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # see LIMITS_DOC
+    priority: Mapped[str | None] = mapped_column(String(20), nullable=True)  # one of PRIORITIES; None = default
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+LIMITS_DOC = """The ``limits`` JSON of a key, team or user; every field optional, absent = no limit:
+
+    {"rpm": 600, "tpm": 100000, "input_tpm": 80000, "output_tpm": 20000, "concurrency": 10,
+     "models": {"<model alias>": {"rpm": 60, "tpm": 10000, "input_tpm": …, "output_tpm": …, "concurrency": 2}}}
+
+``rpm``: requests per minute; ``tpm``/``input_tpm``/``output_tpm``: tokens per minute (total, input,
+output); ``concurrency``: requests in flight. Windows slide. ``models`` holds limits of the
+(key or team or user, model alias) pair, on top of the overall ones.
+"""
+
+
+class Budget(Base):
+    """A spending limit in USD for one subject over a calendar period (UTC), or for all time.
+
+    ``scope``/``subject``: ("key", key id), ("team", team id), ("user", user id), ("end_user", the
+    application's end-user id), ("model", model alias) or ("tag", tag). ``max_usd`` is the hard
+    limit (calls are refused once reached); ``soft_usd`` an alert threshold. ``team_id`` is the
+    team the subject belongs to, for tenant scoping (None for model, tag and end-user budgets).
+    """
+
+    __tablename__ = "budgets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("bud"))
+    scope: Mapped[str] = mapped_column(String(20))  # one of BUDGET_SCOPES
+    subject: Mapped[str] = mapped_column(String(300))
+    period: Mapped[str] = mapped_column(String(10), default="monthly")  # one of BUDGET_PERIODS
+    max_usd: Mapped[float] = mapped_column(Float)
+    soft_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    team_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("scope", "subject", "period", name="uq_budget_subject_period"),)
 
 
 class AuditEntry(Base):
@@ -152,4 +208,20 @@ class UsageDaily(Base):
     __table_args__ = (Index("ix_usage_daily_team_day", "team_id", "day"),)
 
 
-__all__ = ["ApiKey", "AuditEntry", "Base", "ROLES", "Team", "UsageDaily", "UsageRecord", "User", "new_id", "utcnow"]
+__all__ = [
+    "BUDGET_PERIODS",
+    "BUDGET_SCOPES",
+    "LIMITS_DOC",
+    "PRIORITIES",
+    "ROLES",
+    "ApiKey",
+    "AuditEntry",
+    "Base",
+    "Budget",
+    "Team",
+    "UsageDaily",
+    "UsageRecord",
+    "User",
+    "new_id",
+    "utcnow",
+]

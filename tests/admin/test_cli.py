@@ -142,3 +142,88 @@ async def test_db_upgrade_creates_the_schema(tmp_path):
     assert {"teams", "users", "api_keys", "audit_log", "usage", "usage_daily", "alembic_version"} <= tables
     code, _, err = await sluice("db", "upgrade", "--database-url", f"sqlite:///{path}")  # idempotent
     assert code == 0, err
+
+
+async def test_limits_from_the_cli(server, sqlite_world):
+    world = sqlite_world
+    code, out, err = await sluice("keys", "create", "--url", server, "--user", world.users["a_member"], "--rpm", "60",
+                                  "--concurrency", "2", "--model-limit", "gpt-a:rpm=10,tpm=1000",
+                                  "--model-limit", "ollama:llama3:output-tpm=5", "--priority", "batch", "--json",
+                                  key=world.secret("a_admin"))
+    assert code == 0, err
+    created = orjson.loads(out)
+    assert created["limits"] == {"rpm": 60, "concurrency": 2,
+                                 "models": {"gpt-a": {"rpm": 10, "tpm": 1000}, "ollama:llama3": {"output_tpm": 5}}}
+    assert created["priority"] == "batch"
+    # An update merges into what is there: only the options given change.
+    code, out, err = await sluice("keys", "update", created["id"], "--url", server, "--tpm", "500",
+                                  "--model-limit", "gpt-a:rpm=20", "--json", key=MASTER_KEY)
+    assert code == 0, err
+    assert orjson.loads(out)["limits"] == {"rpm": 60, "concurrency": 2, "tpm": 500,
+                                           "models": {"gpt-a": {"rpm": 20}, "ollama:llama3": {"output_tpm": 5}}}
+    code, out, _ = await sluice("keys", "get", created["id"], "--url", server, key=MASTER_KEY)
+    assert code == 0 and "priority" in out and "batch" in out and '"gpt-a":{"rpm":20}' in out
+    code, out, err = await sluice("keys", "update", created["id"], "--url", server, "--no-limits", "--rpm", "1",
+                                  "--json", key=MASTER_KEY)
+    assert code == 0 and orjson.loads(out)["limits"] == {"rpm": 1}, err
+    # A member creates keys, but not with limits, and cannot change their key's.
+    code, _, err = await sluice("keys", "create", "--url", server, "--rpm", "1000", key=world.secret("a_member"))
+    assert code == 1 and "error 403" in err and "limits" in err
+    code, _, err = await sluice("keys", "update", world.keys["a_member"][0], "--url", server, "--priority",
+                                "interactive", key=world.secret("a_member"))
+    assert code == 1 and "error 403" in err
+    code, _, err = await sluice("keys", "update", created["id"], "--url", server, "--model-limit", "gpt-a:burst=5",
+                                key=MASTER_KEY)
+    assert code == 2 and "--model-limit expects" in err
+    code, _, err = await sluice("keys", "update", created["id"], "--url", server, "--priority", "urgent",
+                                key=MASTER_KEY)
+    assert code == 1 and "error 400" in err and "priority" in err
+
+    code, out, err = await sluice("teams", "update", world.team_a, "--url", server, "--rpm", "100", "--input-tpm",
+                                  "9000", "--json", key=MASTER_KEY)
+    assert code == 0 and orjson.loads(out)["limits"] == {"rpm": 100, "input_tpm": 9000}, err
+    code, out, err = await sluice("users", "update", world.users["a_member2"], "--url", server, "--output-tpm", "70",
+                                  "--json", key=MASTER_KEY)
+    assert code == 0 and orjson.loads(out)["limits"] == {"output_tpm": 70}, err
+    code, _, err = await sluice("users", "update", world.users["a_member2"], "--url", server, "--no-limits",
+                                key=world.secret("a_admin"))
+    assert code == 1 and "error 403" in err
+    code, out, _ = await sluice("audit", "--url", server, "--object-id", created["id"], "--json", key=MASTER_KEY)
+    assert [e["action"] for e in orjson.loads(out)["data"]] == ["key.update", "key.update", "key.create"]
+
+
+async def test_budgets_from_the_cli(server, sqlite_world):
+    world = sqlite_world
+    key_id = world.keys["a_member"][0]
+    code, out, err = await sluice("budgets", "create", "--url", server, "--scope", "key", "--subject", key_id,
+                                  "--max-usd", "25", "--soft-usd", "20", "--period", "weekly", "--name", "laptop",
+                                  "--json", key=world.secret("a_admin"))
+    assert code == 0, err
+    budget = orjson.loads(out)
+    assert (budget["scope"], budget["subject"], budget["period"], budget["max_usd"], budget["soft_usd"]) == \
+        ("key", key_id, "weekly", 25.0, 20.0)
+    assert budget["team_id"] == world.team_a and budget["status"] is None
+    code, out, _ = await sluice("budgets", "list", "--url", server, "--scope", "key", key=world.secret("a_member"))
+    assert code == 0 and budget["id"] in out and "laptop" in out and "weekly" in out
+    code, out, err = await sluice("budgets", "update", budget["id"], "--url", server, "--max-usd", "30",
+                                  "--no-soft", "--json", key=MASTER_KEY)
+    assert code == 0, err
+    assert orjson.loads(out)["max_usd"] == 30 and orjson.loads(out)["soft_usd"] is None
+    code, out, _ = await sluice("budgets", "get", budget["id"], "--url", server, key=MASTER_KEY)
+    assert code == 0 and "30.0" in out
+    code, _, err = await sluice("budgets", "create", "--url", server, "--scope", "key", "--subject", key_id,
+                                "--max-usd", "5", "--period", "weekly", key=MASTER_KEY)
+    assert code == 1 and "error 409" in err
+    code, _, err = await sluice("budgets", "create", "--url", server, "--scope", "model", "--subject", "gpt-a",
+                                "--max-usd", "5", key=world.secret("a_admin"))
+    assert code == 1 and "error 403" in err
+    code, _, err = await sluice("budgets", "create", "--url", server, "--scope", "key", "--subject", key_id,
+                                "--max-usd", "0", key=MASTER_KEY)
+    assert code == 1 and "error 400" in err and "max_usd" in err
+    code, _, err = await sluice("budgets", "get", budget["id"], "--url", server, key=world.secret("b_admin"))
+    assert code == 1 and "error 404" in err
+    code, _, err = await sluice("budgets", "delete", budget["id"], "--url", server, "--yes",
+                                key=world.secret("a_admin"))
+    assert code == 0 and "deleted" in err
+    code, out, _ = await sluice("audit", "--url", server, "--object-type", "budget", "--json", key=MASTER_KEY)
+    assert [e["action"] for e in orjson.loads(out)["data"]] == ["budget.delete", "budget.update", "budget.create"]

@@ -53,7 +53,7 @@ async def _diff_and_tables(url: str) -> tuple[list, set[str]]:
 async def test_upgrade_matches_models(empty_db):
     assert await migrate.current_revision(empty_db) is None
     await migrate.upgrade(empty_db)
-    assert await migrate.current_revision(empty_db) == migrate.head_revision() == "0002"
+    assert await migrate.current_revision(empty_db) == migrate.head_revision() == "0003"
     diff, names = await _diff_and_tables(empty_db)
     assert diff == []
     assert {"teams", "users", "api_keys", "audit_log", "usage", "usage_daily", "alembic_version"} <= names
@@ -66,7 +66,7 @@ async def test_upgrade_is_idempotent_and_concurrent(empty_db):
     # makes the loser a no-op instead of a "table already exists" crash.
     await asyncio.gather(migrate.upgrade(empty_db), migrate.upgrade(empty_db))
     await migrate.upgrade(empty_db)
-    assert await migrate.current_revision(empty_db) == "0002"
+    assert await migrate.current_revision(empty_db) == "0003"
     diff, _ = await _diff_and_tables(empty_db)
     assert diff == []
 
@@ -75,7 +75,7 @@ def test_migrations_are_found_without_alembic_ini():
     cfg = migrate.alembic_config("sqlite:///x.db")
     assert cfg.config_file_name is None
     assert migrate.MIGRATIONS.joinpath("env.py").is_file()
-    assert migrate.head_revision() == "0002"
+    assert migrate.head_revision() == "0003"
 
 
 async def test_upgrade_from_the_first_revision_keeps_rows(empty_db):
@@ -101,3 +101,58 @@ async def test_upgrade_from_the_first_revision_keeps_rows(empty_db):
         assert tuple(row) == ("old-1", None)
     finally:
         await db.close()
+
+
+async def _budget_index_and_constraints(url: str) -> tuple[set[str], set[str], set[str]]:
+    engine = create_async_engine(database_url(url), poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as conn:
+            def read(c):
+                inspector = inspect(c)
+                indexes = {i["name"] for i in inspector.get_indexes("budgets")}
+                uniques = {u["name"] for u in inspector.get_unique_constraints("budgets")}
+                key_columns = {col["name"] for col in inspector.get_columns("api_keys")}
+                return indexes, uniques, key_columns
+            return await conn.run_sync(read)
+    finally:
+        await engine.dispose()
+
+
+async def test_limits_and_budgets_migration_keeps_keys_and_downgrades(empty_db):
+    """0002 → 0003 keeps existing keys (limits and priority start empty); the downgrade removes it all."""
+    from sqlalchemy import text
+
+    await migrate.upgrade(empty_db, revision="0002")
+    db = Database(empty_db)
+    try:
+        async with db.transaction() as s:
+            await s.execute(text("INSERT INTO teams (id, name, metadata, created_at) "
+                                 "VALUES ('team_1', 't', '{}', '2026-11-01 00:00:00')"))
+            await s.execute(text("INSERT INTO api_keys (id, key_hash, key_prefix, team_id, metadata, tags, created_at) "
+                                 "VALUES ('key_1', 'h', 'sk-slc-x', 'team_1', '{}', '[]', '2026-11-01 00:00:00')"))
+    finally:
+        await db.close()
+    await migrate.upgrade(empty_db)
+    indexes, uniques, key_columns = await _budget_index_and_constraints(empty_db)
+    assert "ix_budgets_team_id" in indexes and "uq_budget_subject_period" in uniques
+    assert {"limits", "priority"} <= key_columns
+    db = Database(empty_db)
+    try:
+        async with db.session() as s:
+            row = (await s.execute(text("SELECT id, team_id, limits, priority FROM api_keys"))).one()
+        assert tuple(row) == ("key_1", "team_1", None, None)
+    finally:
+        await db.close()
+
+    engine = create_async_engine(database_url(empty_db), poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: migrate.command.downgrade(migrate.alembic_config(empty_db, c), "0002"))
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            columns = await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns("api_keys")})
+            kept = (await conn.execute(text("SELECT id FROM api_keys"))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert "budgets" not in tables and not {"limits", "priority"} & columns and kept == ["key_1"]
+    assert await migrate.current_revision(empty_db) == "0002"
