@@ -1,6 +1,7 @@
 """The stateful parts of a gateway process, built from the config and closed in reverse order.
 
     database (migrated) → events (Redis pub/sub, else in-process) → authenticator → ledger
+    → limits (Redis limiter, else in-process) with budgets
 
 ``Runtime.open`` is what ``sluice serve`` and the end-to-end tests run at start-up;
 ``close`` flushes the ledger before the database goes, so SIGTERM loses no usage row.
@@ -16,11 +17,14 @@ from sluice.config import Config
 from sluice.observability.ledger import Ledger
 from sluice.observability.pricing import make_pricer
 from sluice.policies.auth import Authenticator
+from sluice.policies.budgets import BudgetBook
+from sluice.policies.limits import Limits, deployment_capacity
+from sluice.policies.ratelimit import LocalLimiter, RedisLimiter
 from sluice.policies.jwt import JWTVerifier
 from sluice.store.db import Database
 from sluice.store.circuit_redis import RedisCircuitStore
 from sluice.store.events import Events, LocalEvents, RedisEvents
-from sluice.store.redis import redis_client
+from sluice.store.redis import blocking_redis_client, redis_client
 from sluice.store.migrate import upgrade
 
 log = logging.getLogger("sluice.runtime")
@@ -33,6 +37,8 @@ class Runtime:
     auth: Authenticator
     ledger: Ledger | None
     circuit_store: object | None = None  # shared circuit state (Redis); None = in-process
+    limits: Limits | None = None
+    price: object | None = None  # the ledger's pricing function, for budgets
 
     @classmethod
     async def open(cls, config: Config) -> "Runtime":
@@ -47,23 +53,56 @@ class Runtime:
         keyed = bool(config.server.master_key or jwt)
         auth = Authenticator(config.server.master_key, db if keyed else None, events, config.auth.cache_ttl, jwt)
         ledger = None
+        price = make_pricer(price_overrides(config))
         if config.ledger.enabled:
-            ledger = Ledger(db, config.ledger, make_pricer(price_overrides(config)))
+            ledger = Ledger(db, config.ledger, price)
             await ledger.start()
         circuit_store = None
         if redis_url:
             circuit_store = RedisCircuitStore(redis_client(redis_url, name="sluice-circuit"), config.redis.prefix)
+        limits = await build_limits(config, db, events, redis_url)
         log.info("state ready", extra={"database": db.url.split("@")[-1], "redis": bool(redis_url)})
-        return cls(db, events, auth, ledger, circuit_store)
+        return cls(db, events, auth, ledger, circuit_store, limits, price)
 
     async def close(self) -> None:
+        """Close everything, in reverse order; one part failing must not leave the rest open."""
+        steps = []
+        if self.limits is not None:
+            steps.append(("limits", self.limits.close))
+            client = getattr(self.limits.limiter, "client", None)
+            if client is not None:
+                steps.append(("limiter client", client.aclose))
         if self.ledger is not None:
-            await self.ledger.close()
-        await self.auth.close()
-        await self.events.close()
+            steps.append(("ledger", self.ledger.close))
+        steps += [("auth", self.auth.close), ("events", self.events.close)]
         if self.circuit_store is not None:
-            await self.circuit_store.client.aclose()
-        await self.db.close()
+            steps.append(("circuit store", self.circuit_store.client.aclose))
+        steps.append(("database", self.db.close))
+        for name, close in steps:
+            try:
+                await close()
+            except Exception:  # noqa: BLE001 - report and go on closing the others
+                log.exception("could not close the %s", name)
+
+
+async def build_limits(config: Config, db: Database, events: Events, redis_url: str | None) -> Limits | None:
+    """The limits stage: shared through Redis when configured (or forced), else in this process."""
+    settings = config.limits
+    if not settings.enabled:
+        return None
+    shared = settings.backend == "redis" or (settings.backend == "auto" and bool(redis_url))
+    if shared and not redis_url:
+        raise ValueError("limits.backend is 'redis' but no redis.url (or SLUICE_REDIS_URL) is set")
+    if shared:
+        client = blocking_redis_client(redis_url, name="sluice-limits", socket_timeout=settings.redis_timeout,
+                                       wait=settings.redis_timeout)
+        limiter = RedisLimiter(client, config.redis.prefix)
+    else:
+        limiter = LocalLimiter()
+    budgets = BudgetBook(db, refresh=settings.budget_refresh)
+    await budgets.start(events)
+    capacity = {alias: cap for alias, m in config.models.items() if (cap := deployment_capacity(m.deployments))}
+    return Limits(limiter, settings, budgets, capacity, shared=shared)
 
 
 def price_overrides(config: Config) -> dict:

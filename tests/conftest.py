@@ -53,3 +53,43 @@ async def redis_prefix():
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return REDIS_URL
+
+
+class SDKClients:
+    """Official SDK clients that are closed when the test ends.
+
+    An SDK client left for the garbage collector closes its connection pool from a finalizer,
+    after its sockets' file descriptors may already have been reused — by a gateway running in
+    this same event loop — and so unregisters the gateway's socket: requests on it hang. Tests
+    therefore close every client they open.
+    """
+
+    def __init__(self) -> None:
+        self._open: list = []
+
+    def openai(self, base_url: str, api_key: str, **kw):
+        import openai
+
+        return self._track(openai.AsyncOpenAI(base_url=base_url, api_key=api_key, **{"max_retries": 0, **kw}))
+
+    def anthropic(self, base_url: str, api_key: str, **kw):
+        import anthropic
+
+        return self._track(anthropic.AsyncAnthropic(base_url=base_url, api_key=api_key,
+                                                    **{"max_retries": 0, **kw}))
+
+    def _track(self, client):
+        self._open.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._open:
+            await client.close()
+        self._open.clear()
+
+
+@pytest_asyncio.fixture
+async def sdk():
+    clients = SDKClients()
+    yield clients
+    await clients.aclose()

@@ -117,6 +117,11 @@ class RedisCircuitStore:
         self._prefix = prefix
         self._script = client.register_script(_SCRIPT)
 
+    @property
+    def client(self) -> Any:
+        """The Redis client, for the owner to close at shutdown."""
+        return self._client
+
     def key_for(self, name: str) -> str:
         return key(self._prefix, "circuit", "{" + name + "}")
 

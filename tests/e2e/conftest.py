@@ -146,13 +146,13 @@ async def gateway(mock, pg_url, tmp_path_factory):
 
 
 @pytest.fixture
-def oai(gateway) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=MASTER_KEY, max_retries=0)
+def oai(gateway, sdk) -> openai.AsyncOpenAI:
+    return sdk.openai(f"{gateway.url}/v1", MASTER_KEY)
 
 
 @pytest.fixture
-def claude(gateway) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=gateway.url, api_key=MASTER_KEY, max_retries=0)
+def claude(gateway, sdk) -> anthropic.AsyncAnthropic:
+    return sdk.anthropic(gateway.url, MASTER_KEY)
 
 
 @pytest_asyncio.fixture

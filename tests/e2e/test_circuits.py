@@ -32,7 +32,7 @@ async def test_429_storm_shifts_traffic_to_the_healthy_deployment(gateway, oai, 
     assert health["storming"]["state"] == "open" and health["calm"]["state"] == "closed"
 
 
-async def test_two_instances_see_the_same_open_circuit(mock, pg_url, redis_url, redis_prefix, tmp_path, upstream_log):
+async def test_two_instances_see_the_same_open_circuit(mock, pg_url, redis_url, redis_prefix, tmp_path, upstream_log, sdk):
     configs = []
     for i in range(2):
         raw = gateway_config(mock.url, pg_url, str(tmp_path / f"spill-{i}.jsonl"))
@@ -41,14 +41,14 @@ async def test_two_instances_see_the_same_open_circuit(mock, pg_url, redis_url, 
     a = await start(configs[0], "127.0.0.1", 0)
     b = await start(configs[1], "127.0.0.1", 0)
     try:
-        on_a = openai.AsyncOpenAI(base_url=f"{a.url}/v1", api_key=MASTER_KEY, max_retries=0)
+        on_a = sdk.openai(f"{a.url}/v1", MASTER_KEY)
         for _ in range(3):
             with pytest.raises(openai.InternalServerError):
                 await on_a.chat.completions.create(model="always-500", messages=HI)
         sent = len(await upstream_log())
         await asyncio.sleep(0.4)  # instance B refreshes its view of shared circuits every 0.25 s
         assert (await _health(b.url))["dead"]["state"] == "open"
-        on_b = openai.AsyncOpenAI(base_url=f"{b.url}/v1", api_key=MASTER_KEY, max_retries=0)
+        on_b = sdk.openai(f"{b.url}/v1", MASTER_KEY)
         with pytest.raises(openai.APIStatusError) as exc:
             await on_b.chat.completions.create(model="always-500", messages=HI)
         assert exc.value.status_code == 503 and exc.value.response.headers.get("retry-after")

@@ -120,12 +120,12 @@ async def test_disconnect_before_first_token_cancels_upstream(gateway, upstream_
     assert entry["outcome"] == "client_gone" and entry["chunks_sent"] == 0
 
 
-async def test_auth_required_on_both_surfaces(gateway):
-    bad_openai = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="wrong", max_retries=0)
+async def test_auth_required_on_both_surfaces(gateway, sdk):
+    bad_openai = sdk.openai(f"{gateway.url}/v1", "wrong")
     with pytest.raises(openai.AuthenticationError) as exc:
         await bad_openai.chat.completions.create(model="gpt-mock", messages=HI)
     assert exc.value.body["code"] == "invalid_api_key"
-    bad_claude = anthropic.AsyncAnthropic(base_url=gateway.url, api_key="wrong", max_retries=0)
+    bad_claude = sdk.anthropic(gateway.url, "wrong")
     with pytest.raises(anthropic.AuthenticationError) as a_exc:
         await bad_claude.messages.create(model="gpt-mock", max_tokens=5, messages=HI)
     assert a_exc.value.body["error"]["type"] == "authentication_error"

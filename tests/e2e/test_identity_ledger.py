@@ -50,9 +50,9 @@ async def _rows(pg_url: str, request_ids: list[str]) -> dict[str, UsageRecord]:
         await db.close()
 
 
-async def test_virtual_key_call_is_attributed_and_priced(gateway, pg_url):
+async def test_virtual_key_call_is_attributed_and_priced(gateway, pg_url, sdk):
     key = await _new_key(gateway.url, tags=["checkout"])
-    client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=key["key"], max_retries=0)
+    client = sdk.openai(f"{gateway.url}/v1", key["key"])
     raw = await client.chat.completions.with_raw_response.create(
         model="gpt-mock", messages=[{"role": "user", "content": "price me"}], user="end-user-7")
     resp = raw.parse()
@@ -67,11 +67,11 @@ async def test_virtual_key_call_is_attributed_and_priced(gateway, pg_url):
     assert row.model == "gpt-mock" and row.dialect == "openai" and row.attempts == 1
 
 
-async def test_ledger_has_exactly_one_row_per_call(gateway, pg_url):
+async def test_ledger_has_exactly_one_row_per_call(gateway, pg_url, sdk):
     """Concurrent calls — streaming, not, and failing — give one row each with the upstream's tokens."""
     key = await _new_key(gateway.url)
-    oai = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=key["key"], max_retries=0)
-    claude = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=key["key"], max_retries=0)
+    oai = sdk.openai(f"{gateway.url}/v1", key["key"])
+    claude = sdk.anthropic(gateway.url, key["key"])
     expected: dict[str, tuple[int, int, int]] = {}  # request id → (status, input, output)
 
     async def plain(i: int) -> None:
@@ -105,21 +105,21 @@ async def test_ledger_has_exactly_one_row_per_call(gateway, pg_url):
     assert all(r.stream for rid, r in rows.items() if rid.startswith("stream-"))
 
 
-async def test_key_model_allow_list(gateway):
+async def test_key_model_allow_list(gateway, sdk):
     key = await _new_key(gateway.url, models=["gpt-mock"])
-    oai = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=key["key"], max_retries=0)
+    oai = sdk.openai(f"{gateway.url}/v1", key["key"])
     await oai.chat.completions.create(model="gpt-mock", messages=[{"role": "user", "content": "ok"}])
     with pytest.raises(openai.PermissionDeniedError) as exc:
         await oai.chat.completions.create(model="claude-mock", messages=[{"role": "user", "content": "no"}])
     assert exc.value.body["code"] == "model_not_allowed"
     assert [m.id async for m in oai.models.list()] == ["gpt-mock"]
-    claude = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=key["key"], max_retries=0)
+    claude = sdk.anthropic(gateway.url, key["key"])
     with pytest.raises(anthropic.PermissionDeniedError):
         await claude.messages.create(model="claude-mock", max_tokens=5, messages=[{"role": "user", "content": "no"}])
 
 
 async def test_revoked_key_refused_on_another_instance_within_a_second(mock, pg_url, redis_url, redis_prefix,
-                                                                     tmp_path):
+                                                                     tmp_path, sdk):
     """Two gateways share PostgreSQL and Redis: revoking on one is seen by the other at once."""
     configs = []
     for i in range(2):
@@ -130,7 +130,7 @@ async def test_revoked_key_refused_on_another_instance_within_a_second(mock, pg_
     b = await start(configs[1], "127.0.0.1", 0)
     try:
         key = await _new_key(a.url)
-        on_b = openai.AsyncOpenAI(base_url=f"{b.url}/v1", api_key=key["key"], max_retries=0, timeout=20)
+        on_b = sdk.openai(f"{b.url}/v1", key["key"], timeout=20)
         await on_b.chat.completions.create(model="gpt-mock", messages=[{"role": "user", "content": "warm"}])  # cached
         await _admin(a.url, "POST", f"/keys/{key['id']}/revoke")
         loop = asyncio.get_running_loop()
@@ -162,9 +162,9 @@ async def test_admin_docs_work_offline(gateway):
             assert "/admin/keys" in spec["paths"] and "/admin/usage" in spec["paths"]
 
 
-async def test_end_user_header_is_recorded(gateway, pg_url):
+async def test_end_user_header_is_recorded(gateway, pg_url, sdk):
     key = await _new_key(gateway.url)
-    client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=key["key"], max_retries=0)
+    client = sdk.openai(f"{gateway.url}/v1", key["key"])
     raw = await client.chat.completions.with_raw_response.create(
         model="gpt-mock", messages=[{"role": "user", "content": "hi"}],
         extra_headers={"x-sluice-end-user": "shopper-42", "x-sluice-tags": "web, beta"})
@@ -173,7 +173,7 @@ async def test_end_user_header_is_recorded(gateway, pg_url):
     assert row.end_user == "shopper-42" and row.tags == ["beta", "web"]
 
 
-async def test_jwt_caller_through_the_gateway(mock, pg_url, tmp_path):
+async def test_jwt_caller_through_the_gateway(mock, pg_url, tmp_path, sdk):
     """A bearer JWT signed by the identity provider is accepted and attributed; a bad one gets a clear 401."""
     import time
 
@@ -192,14 +192,14 @@ async def test_jwt_caller_through_the_gateway(mock, pg_url, tmp_path):
         claims = {"sub": "alice", "team": "team-jwt", "roles": ["member"], "iss": "https://idp.test",
                   "aud": "sluice", "iat": now, "exp": now + 300}
         token = pyjwt.encode(claims, private, algorithm="RS256")
-        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=token, max_retries=0)
+        client = sdk.openai(f"{gw.url}/v1", token)
         raw_resp = await client.chat.completions.with_raw_response.create(
             model="gpt-mock", messages=[{"role": "user", "content": "jwt"}])
         rid = raw_resp.headers["x-request-id"]
         row = (await _rows(pg_url, [rid]))[rid]
         assert (row.user_id, row.team_id, row.key_id) == ("alice", "team-jwt", None)
         expired = pyjwt.encode({**claims, "exp": now - 600, "iat": now - 900}, private, algorithm="RS256")
-        bad = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=expired, max_retries=0)
+        bad = sdk.openai(f"{gw.url}/v1", expired)
         with pytest.raises(openai.AuthenticationError) as exc:
             await bad.chat.completions.create(model="gpt-mock", messages=[{"role": "user", "content": "x"}])
         assert exc.value.body["code"] == "token_expired"
@@ -207,8 +207,8 @@ async def test_jwt_caller_through_the_gateway(mock, pg_url, tmp_path):
         await gw.stop()
 
 
-async def test_ledger_records_the_route_taken(gateway, pg_url):
-    client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=MASTER_KEY, max_retries=0)
+async def test_ledger_records_the_route_taken(gateway, pg_url, sdk):
+    client = sdk.openai(f"{gateway.url}/v1", MASTER_KEY)
     cases = {
         "primary-down": ("fallback=gpt-mock", [{"role": "user", "content": "hi"}], {}),
         "auto": ("semantic=math", [{"role": "user", "content": "Solve 2x + 6 = 10 for x"}], {}),

@@ -61,18 +61,21 @@ async def http(mock):
 
 
 @pytest.fixture
-def oai(mock) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=mock.url + "/v1", api_key="sk-test-secret", max_retries=0)
+def oai(mock, sdk) -> openai.AsyncOpenAI:
+    return sdk.openai(mock.url + "/v1", "sk-test-secret")
 
 
 @pytest.fixture
-def claude(mock) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=mock.url, api_key="sk-ant-secret", max_retries=0)
+def claude(mock, sdk) -> anthropic.AsyncAnthropic:
+    return sdk.anthropic(mock.url, "sk-ant-secret")
 
 
-@pytest.fixture
-def gem(mock) -> genai.Client:
-    return genai.Client(api_key="gem-secret", http_options=gtypes.HttpOptions(base_url=mock.url, api_version="v1beta"))
+@pytest_asyncio.fixture
+async def gem(mock):
+    client = genai.Client(api_key="gem-secret", http_options=gtypes.HttpOptions(base_url=mock.url, api_version="v1beta"))
+    yield client
+    await client.aio.aclose()  # see tests/conftest.py::SDKClients: never leave closing to the collector
+    client.close()
 
 
 def sse_events(text: str) -> list[tuple[str | None, str]]:
