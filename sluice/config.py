@@ -227,6 +227,42 @@ class AuthConfig(Strict):
     cache_ttl: float = Field(30, gt=0)
 
 
+class RateLimitConfig(Strict):
+    """Limits of one subject; absent fields are not limited. Windows slide over the last minute."""
+
+    rpm: int | None = Field(None, ge=0)  # requests per minute
+    tpm: int | None = Field(None, ge=0)  # tokens (input + output) per minute
+    input_tpm: int | None = Field(None, ge=0)
+    output_tpm: int | None = Field(None, ge=0)
+    concurrency: int | None = Field(None, ge=0)  # requests in flight
+
+
+class QueueConfig(Strict):
+    """When a model is at capacity, callers wait in a queue ordered by their key's priority class."""
+
+    enabled: bool = True
+    max_wait: float = Field(10.0, ge=0)  # seconds; then 429 with Retry-After
+    max_size: int = Field(1000, ge=0)  # waiting requests per model, per instance
+
+
+class LimitsConfig(Strict):
+    """Rate, token and concurrency limits and budgets. Per key, team and user they live in the
+    database (admin API); here: per end user, per model alias, and how the limiter behaves."""
+
+    enabled: bool = True
+    backend: Literal["auto", "local", "redis"] = "auto"  # auto: Redis when redis.url is set
+    # What to do when Redis does not answer: "open" lets calls through unlimited (logged, counted),
+    # "closed" refuses them with 503 until Redis is back.
+    redis_failure: Literal["open", "closed"] = "open"
+    redis_timeout: float = Field(0.5, gt=0)  # seconds for one limiter round trip
+    default_max_tokens: int = Field(4096, gt=0)  # output tokens reserved when a request sets none
+    end_user: RateLimitConfig | None = None  # applies to each end user separately
+    models: dict[str, RateLimitConfig] = Field(default_factory=dict)  # per alias, all callers together
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    default_priority: Literal["interactive", "default", "batch"] = "default"
+    budget_refresh: float = Field(30.0, gt=0)  # seconds between budget reloads (changes are also pushed)
+
+
 class LedgerConfig(Strict):
     enabled: bool = True
     batch_size: int = Field(500, gt=0)
@@ -242,6 +278,7 @@ class Config(Strict):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     # Let clients name "<provider>/<upstream model>" directly without declaring an alias.

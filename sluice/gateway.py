@@ -1,7 +1,8 @@
 """The one place that knows the order of the stages around a model call.
 
-    auth → access → (limits, prompts, guardrails, cache: later stages) → router → providers
-    … and back up: usage recorded in the ledger for every call, failed ones included.
+    auth → access → routing rules → limits.reserve → (prompts, guardrails, cache: later stages)
+    → router → providers … and back up: limits.settle, and usage recorded in the ledger for
+    every call, failed ones included.
 
 A ``Call`` carries what one client request needs on its way down and back up; stages read
 and annotate it, none calls another.
@@ -22,6 +23,8 @@ from msgspec import structs
 from sluice.config import Config
 from sluice.observability.ledger import UsageEvent
 from sluice.policies.auth import Authenticator, Principal
+from sluice.policies.limits import Admission, Demand, Limits
+from sluice.policies.tokens import count_embedding_tokens, encoding_ready, reserve_tokens, warm_up_for
 from sluice.providers.http import HttpPool, Timeouts
 from sluice.routing.conditional import ConditionalRouter, Facts, Rule
 from sluice.routing.health import CircuitBreaker, CircuitPolicy, LocalCircuitStore
@@ -74,6 +77,9 @@ class Call:
     usage: Usage | None = None
     status: int = 200
     error_kind: str | None = None
+    admission: Admission | None = None  # what the limits stage reserved; settled when the call ends
+    response_headers: dict[str, str] | None = None  # x-ratelimit-* and other stage reports
+    output_chars: int = 0  # streamed text so far: estimates output when a stream ends without usage
 
     def fail(self, err: GatewayError) -> None:
         self.status, self.error_kind = err.status, err.kind
@@ -85,10 +91,15 @@ class Call:
 class Gateway:
     def __init__(self, router: Router, auth: Authenticator,
                  record: Callable[[UsageEvent], None] | None = None,
-                 rules: ConditionalRouter | None = None) -> None:
+                 rules: ConditionalRouter | None = None, limits: Limits | None = None,
+                 price: Callable[[object], tuple[float, bool]] | None = None) -> None:
         self.router = router
         self.auth = auth
         self.record = record  # the ledger's non-blocking record(); None = no ledger
+        self.limits = limits
+        self.price = price  # the ledger's pricing function: settles budgets to what a call cost
+        self.default_max_tokens = limits.settings.default_max_tokens if limits is not None else 4096
+        self._settling: set[asyncio.Task] = set()
         self.rules = rules if rules and rules.rules else None
         self.semantic: dict[str, tuple[SemanticRouter, bool]] = {}  # alias → (router, include_system)
         self.prober: HealthProber | None = None
@@ -123,15 +134,20 @@ class Gateway:
     def from_config(cls, config: Config, provider_urls: dict[str, str] | None = None,
                     auth: Authenticator | None = None,
                     record: Callable[[UsageEvent], None] | None = None,
-                    circuit_store: object | None = None) -> "Gateway":
+                    circuit_store: object | None = None, limits: Limits | None = None,
+                    price: Callable[[object], tuple[float, bool]] | None = None) -> "Gateway":
         """``provider_urls`` supplies base URLs decided at start-up (the in-process emulator's port);
         ``circuit_store`` shares circuit state between instances (Redis), else it is in-process."""
         return cls(build_router(config, provider_urls, circuit_store), auth or Authenticator(config.server.master_key),
-                   record, build_rules(config))
+                   record, build_rules(config), limits, price)
 
     async def close(self) -> None:
         if self.prober is not None:
             await self.prober.close()
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+        if self.limits is not None:
+            await self.limits.close()
         await self.router.pool.close()
 
     # ---- stages ---------------------------------------------------------------------------
@@ -172,10 +188,57 @@ class Gateway:
         call.route.rule = rule.name
         return structs.replace(req, model=rule.route_to)
 
+    async def _reserve(self, call: Call, alias: str, tokens: Callable[[str | None], tuple[int, int]]) -> None:
+        """The limits stage: reserve this call's requests, tokens, concurrency and budget, or refuse."""
+        p = call.principal
+        if self.limits is None or not self.limits.applies(p, call.end_user, alias):
+            return
+        hint = self._upstream_model(alias)
+        if not encoding_ready(hint):  # the first limited call loads the tokenizer off the event loop
+            await asyncio.to_thread(warm_up_for, hint)
+        input_tokens, output_tokens = tokens(hint)
+        end_user = call.end_user
+        demand = Demand(alias, input_tokens, output_tokens,
+                        lambda: self._max_cost(alias, input_tokens, output_tokens))
+        tags = (*(p.tags if p else ()), *call.tags)
+        try:
+            call.admission = await self.limits.admit(p, end_user, tags, demand)
+        except GatewayError as err:
+            headers = getattr(err, "headers", None)
+            if headers:
+                call.response_headers = dict(headers)
+            raise
+        if call.admission is not None and call.admission.headers:
+            call.response_headers = call.admission.headers
+
+    def _upstream_model(self, alias: str) -> str | None:
+        group = self.router.groups.get(alias)
+        if group is None or not group.deployments:
+            return alias.split("/", 1)[-1]  # passthrough: "<provider>/<model>"
+        return group.deployments[0].client.upstream.model
+
+    def _max_cost(self, alias: str, input_tokens: int, output_tokens: int) -> float:
+        """The most this call can cost: its tokens at the priciest deployment it may reach."""
+        if self.price is None:
+            return 0.0
+        group = self.router.groups.get(alias)
+        if group is None:
+            targets = [(alias, alias.split("/", 1)[-1])]
+        else:
+            targets = [(d.name, d.client.upstream.model) for d in group.deployments]
+            for other in (*group.policy.fallbacks, group.policy.context_window_fallback,
+                          group.policy.content_policy_fallback):
+                fallback = self.router.groups.get(other) if other else None
+                targets += [(d.name, d.client.upstream.model) for d in fallback.deployments] if fallback else []
+        return max((self._cost(name, model, input_tokens, output_tokens, 0) for name, model in targets), default=0.0)
+
     async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
         try:
             await self._admit(call, req.model)
-            resp = await self.router.chat(await self._route(call, req), call.route)
+            req = await self._route(call, req)
+            call.end_user = req.user or call.end_user
+            await self._reserve(call, req.model, lambda hint: reserve_tokens(req, hint, self.default_max_tokens))
+            resp = await self.router.chat(req, call.route)
             call.usage = resp.usage
             return resp
         except GatewayError as err:
@@ -194,7 +257,11 @@ class Gateway:
         """
         try:
             await self._admit(call, req.model)
-            primed = await self.router.stream(await self._route(call, req), call.route)
+            routed = await self._route(call, req)
+            call.end_user = req.user or call.end_user
+            await self._reserve(call, routed.model,
+                                lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
+            primed = await self.router.stream(routed, call.route)
         except (GatewayError, asyncio.CancelledError) as err:
             if isinstance(err, GatewayError):
                 call.fail(err)
@@ -208,6 +275,10 @@ class Gateway:
     async def embed(self, call: Call, req: EmbeddingRequest) -> EmbeddingResponse:
         try:
             await self._admit(call, req.model)
+            call.end_user = req.user or call.end_user
+            inputs = [req.input] if isinstance(req.input, str) else list(req.input)
+            await self._reserve(call, req.model, lambda hint: (
+                count_embedding_tokens([i for i in inputs if isinstance(i, str)], hint), 0))
             resp = await self.router.embed(req, call.route)
             call.usage = Usage(input_tokens=resp.usage.input_tokens)
             return resp
@@ -234,10 +305,56 @@ class Gateway:
 
     # ---- usage ----------------------------------------------------------------------------
 
+    def _settle(self, call: Call) -> None:
+        """Settle the call's reservation to its real usage and cost (off the response path)."""
+        admission, usage, route = call.admission, call.usage, call.route
+        if admission is None:
+            return
+        call.admission = None
+        cached = 0
+        if usage is not None:
+            tokens_in, tokens_out, cached = usage.input_tokens, usage.output_tokens, usage.cached_tokens
+        elif call.status == CLIENT_GONE and call.first_token_at is not None:
+            # Streamed for a while, then the client left before the usage arrived: the prompt was
+            # read and about a token per 3-4 characters of the text sent so far was produced.
+            tokens_in, tokens_out = admission.demand.input_tokens, max(call.output_chars // 3, 1)
+        elif call.status == CLIENT_GONE:
+            tokens_in = tokens_out = None  # gone while the model worked: keep what was reserved
+        else:
+            tokens_in, tokens_out = 0, 0  # refused, or failed upstream: nothing was produced
+        cost = None
+        if tokens_in is not None and tokens_out is not None:
+            cost = self._cost(route.deployment, route.upstream_model, tokens_in, tokens_out, cached)
+            loser = route.hedge_loser
+            if loser is not None and loser.usage is not None:
+                lu = loser.usage
+                tokens_in, tokens_out = tokens_in + lu.input_tokens, tokens_out + lu.output_tokens
+                cost += self._cost(loser.deployment, loser.upstream_model, lu.input_tokens, lu.output_tokens,
+                                   lu.cached_tokens)
+        task = asyncio.ensure_future(self._settle_quietly(admission, tokens_in, tokens_out, cost, call.request_id))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    def _cost(self, deployment: str | None, upstream_model: str | None, tokens_in: int, tokens_out: int,
+              cached: int) -> float:
+        if self.price is None:
+            return 0.0
+        return self.price(_Priced(deployment, upstream_model, tokens_in, tokens_out, cached))[0]
+
+    @staticmethod
+    async def _settle_quietly(admission: Admission, tokens_in: int | None, tokens_out: int | None,
+                              cost: float | None, request_id: str) -> None:
+        try:
+            await admission.settle(tokens_in, tokens_out, cost)
+        except Exception:  # noqa: BLE001 - the limiter being down must not break accounting
+            log.warning("could not settle a reservation", exc_info=True, extra={"request_id": request_id})
+
     def _record(self, call: Call, model: str, endpoint: str, user: str | None, stream: bool) -> None:
         p, route, usage = call.principal, call.route, call.usage or Usage()
         if route.deployment and usage.total_tokens:
             self.router.stats.get(route.deployment).add_tokens(usage.total_tokens)  # for usage-aware routing
+        if call.admission is not None:
+            self._settle(call)
         if self.record is None:
             return
         now = time.perf_counter()
@@ -285,9 +402,12 @@ class MeteredStream:
             self._call.fail(err)
             self._finish()
             raise
+        call = self._call
         for chunk in batch:
             if chunk.usage is not None:
-                self._call.usage = chunk.usage
+                call.usage = chunk.usage
+            elif chunk.text:
+                call.output_chars += len(chunk.text)
         return batch
 
     async def aclose(self) -> None:
@@ -300,6 +420,17 @@ class MeteredStream:
         if not self._finished:
             self._finished = True
             self._done()
+
+
+@dataclass(slots=True)
+class _Priced:
+    """What the pricing function reads (``sluice.observability.pricing.PricedCall``)."""
+
+    deployment: str | None
+    upstream_model: str | None
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
 
 
 _LOCAL_EMBEDDER = None

@@ -102,7 +102,8 @@ async def start(config: Config, host: str | None = None, port: int | None = None
     runtime = await Runtime.open(config)
     gateway = Gateway.from_config(config, urls, auth=runtime.auth,
                                   record=runtime.ledger.record if runtime.ledger else None,
-                                  circuit_store=runtime.circuit_store)
+                                  circuit_store=runtime.circuit_store, limits=runtime.limits,
+                                  price=runtime.price)
     await gateway.start(config)
 
     @contextlib.asynccontextmanager

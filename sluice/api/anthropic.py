@@ -22,7 +22,7 @@ from sluice.api.http import (
     internal_error,
     read_json,
     request_id,
-    route_headers,
+    call_headers,
 )
 from sluice.gateway import Call, Gateway
 from sluice.schema import ChatChunk, GatewayError
@@ -50,11 +50,11 @@ class AnthropicRoutes:
         try:
             if req.stream:
                 stream = await self.gateway.stream(call, req)
-                return SSEResponse(_encode(stream, req.model, call), headers=route_headers(call.route))
+                return SSEResponse(_encode(stream, req.model, call), headers=call_headers(call))
             resp = await self.gateway.chat(call, req)
-            return JSONResponse(dialect.render_response(resp, req.model), headers=route_headers(call.route))
+            return JSONResponse(dialect.render_response(resp, req.model), headers=call_headers(call))
         except GatewayError as err:
-            return error_response(err, dialect.render_error, route_headers(call.route))
+            return error_response(err, dialect.render_error, call_headers(call))
         except Exception:  # noqa: BLE001 - a client never sees a stack trace
             return internal_error(call.request_id, dialect.render_error)
 

@@ -148,6 +148,14 @@ async def _wait_disconnect(receive: Receive) -> None:
             return
 
 
+def call_headers(call) -> dict[str, str]:
+    """Everything the gateway reports about a call: its route, then its limits (x-ratelimit-*)."""
+    headers = route_headers(call.route)
+    if call.response_headers:
+        headers.update(call.response_headers)
+    return headers
+
+
 def route_headers(route) -> dict[str, str]:
     """Transparency headers: which deployment answered and after how many attempts."""
     headers: dict[str, str] = {}

@@ -49,6 +49,9 @@ class Principal:
     models: tuple[str, ...] | None = None
     tags: tuple[str, ...] = ()
     metadata: dict | None = None
+    # Limits from the database, most specific first: (("key", id, {...}), ("user", …), ("team", …)).
+    limits: tuple[tuple[str, str, dict], ...] = ()
+    priority: str | None = None  # the key's class in a model's queue; None = the configured default
 
     @property
     def actor(self) -> str:
@@ -122,6 +125,10 @@ def key_record(key: ApiKey, user: User | None, team: Team | None) -> KeyRecord:
         key_id=key.id, user_id=key.user_id, team_id=team.id if team is not None else key.team_id,
         models=narrow_models(key.models, team.models if team is not None else None),
         tags=tuple(key.tags or ()), metadata=dict(key.metadata_ or {}),
+        limits=tuple((scope, subject_id, limits) for scope, subject_id, limits in (
+            ("key", key.id, key.limits), ("user", user.id if user else None, user.limits if user else None),
+            ("team", team.id if team else None, team.limits if team else None)) if subject_id and limits),
+        priority=key.priority,
     )
     return KeyRecord(principal, _epoch(key.expires_at), key.revoked_at is not None)
 

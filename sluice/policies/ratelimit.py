@@ -17,6 +17,14 @@ Two kinds of check:
   Entries carry a lease (``lease`` seconds, default 300) so a holder that crashed without
   releasing stops counting after the lease, instead of leaking capacity forever.
 
+* ``period`` set — a **period counter** (budgets): a plain running total that resets when its
+  period ends, ``period`` seconds from now (``math.inf``: never). Spend over a month is one
+  number, not a log of every call. A counter that does not exist yet (a new process, a Redis
+  that restarted, a new period) must be **seeded** with what was already spent — the ledger
+  knows — so ``reserve`` takes a ``seeder``: it is called with the checks that need a starting
+  value, and the reservation is tried again with them. The key string must name the period
+  (e.g. include its start), so the next period is a new counter.
+
 A key string names one counter with one window: give "per minute" and "per day" limits of the
 same key different key strings (the Redis TTLs follow the window of the last write).
 
@@ -32,8 +40,8 @@ import heapq
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 from sluice.store.ratelimit_redis import RedisLimiter, RedisReservation
@@ -52,14 +60,36 @@ class Check:
     limit: int
     window: float
     amount: int = 1
+    period: float | None = None  # a period counter: seconds until it resets (inf: never)
+    seed: int | None = None  # a period counter's starting value when it does not exist yet
 
     def __post_init__(self) -> None:
         if self.limit < 0 or self.window < 0 or self.amount < 0:
             raise ValueError(f"limit, window and amount must be >= 0 (check {self.key!r})")
+        if self.period is not None and self.period <= 0:
+            raise ValueError(f"a period counter needs period > 0 (check {self.key!r})")
 
     @property
     def gauge(self) -> bool:
-        return self.window == 0
+        return self.window == 0 and self.period is None
+
+    @property
+    def counter(self) -> bool:
+        return self.period is not None
+
+
+Seeder = Callable[[list[Check]], Awaitable[list[int]]]
+
+
+async def seeded(checks: tuple[Check, ...], unseeded: Sequence[int], seeder: Seeder | None) -> tuple[Check, ...]:
+    """``checks`` with starting values for the counters at ``unseeded`` (indexes), from ``seeder``."""
+    if seeder is None:
+        raise ValueError("a period counter needs a seeder to learn what was already spent")
+    values = await seeder([checks[i] for i in unseeded])
+    out = list(checks)
+    for i, value in zip(unseeded, values, strict=True):
+        out[i] = replace(checks[i], seed=int(value))
+    return tuple(out)
 
 
 @runtime_checkable
@@ -89,7 +119,8 @@ class Reservation(Protocol):
 
 @runtime_checkable
 class Limiter(Protocol):
-    async def reserve(self, checks: Sequence[Check], now: float | None = None) -> Reservation: ...
+    async def reserve(self, checks: Sequence[Check], now: float | None = None,
+                      seeder: Seeder | None = None) -> Reservation: ...
 
 
 class _Entry:
@@ -131,6 +162,15 @@ class _Log:
         return max(self.newest - now, 0.0) if self.heap else 0.0
 
 
+class _Counter:
+    """A period counter: its running total and when (monotonic) it resets."""
+
+    __slots__ = ("ends", "total")
+
+    def __init__(self, total: int, ends: float) -> None:
+        self.total, self.ends = total, ends
+
+
 class LocalReservation:
     __slots__ = ("_held", "checks", "failed", "ok", "remaining", "reset", "retry_after")
 
@@ -163,49 +203,91 @@ class LocalLimiter:
 
     def __init__(self, *, lease: float = DEFAULT_LEASE, clock: Callable[[], float] = time.monotonic) -> None:
         self._logs: dict[str, _Log] = {}
+        self._counters: dict[str, _Counter] = {}
         self._lease = lease
         self._clock = clock
         self._seq = itertools.count()
 
-    def _log(self, key: str, check: Check, now: float) -> _Log:
+    def _log(self, key: str, now: float) -> _Log:
         log = self._logs.get(key)
         if log is None:
             log = self._logs[key] = _Log()
         log.purge(now)  # scores are expiry times, for windows and gauges alike
         return log
 
-    async def reserve(self, checks: Sequence[Check], now: float | None = None) -> LocalReservation:
+    def _counter(self, check: Check, now: float) -> _Counter | None:
+        counter = self._counters.get(check.key)
+        if counter is not None and counter.ends <= now:
+            del self._counters[check.key]
+            counter = None
+        if counter is None and check.seed is not None:
+            counter = self._counters[check.key] = _Counter(check.seed, now + (check.period or math.inf))
+        return counter
+
+    async def reserve(self, checks: Sequence[Check], now: float | None = None,
+                      seeder: Seeder | None = None) -> LocalReservation:
         checks = tuple(checks)
-        now = self._clock() if now is None else now
-        logs = [self._log(c.key, c, now) for c in checks]
+        at = self._clock() if now is None else now
+        unseeded = [i for i, c in enumerate(checks) if c.counter and self._counter(c, at) is None]
+        if unseeded:
+            checks = await seeded(checks, unseeded, seeder)
+            at = self._clock() if now is None else now  # the seeder awaited: time moved on
+        if next(self._seq) % 4096 == 0:
+            self._sweep(at)
+        return self._reserve(checks, at)
+
+    def _sweep(self, now: float) -> None:
+        """Drop counters of ended periods that nobody asked about again."""
+        for key in [k for k, c in self._counters.items() if c.ends <= now]:
+            del self._counters[key]
+
+    def _reserve(self, checks: tuple[Check, ...], now: float) -> LocalReservation:
+        """Synchronous: nothing else runs between reading the totals and charging them."""
+        slots: list[_Log | _Counter] = [
+            self._counter(c if c.seed is not None else replace(c, seed=0), now) if c.counter  # type: ignore[misc]
+            else self._log(c.key, now) for c in checks]
         failed, retry = None, 0.0
-        for i, (check, log) in enumerate(zip(checks, logs, strict=True)):
-            if log.total + check.amount > check.limit:
-                wait = log.wait_for(log.total + check.amount - check.limit, now) \
-                    if check.amount <= check.limit else math.inf
+        for i, (check, slot) in enumerate(zip(checks, slots, strict=True)):
+            if slot.total + check.amount > check.limit:
+                wait = self._wait(check, slot, now)
                 if failed is None or wait > retry:
                     failed, retry = i, wait
-        held: list[tuple[_Log, _Entry | None]] = []
+        held: list[tuple[_Log | _Counter, _Entry | None]] = []
         if failed is None:
-            for check, log in zip(checks, logs, strict=True):
-                held.append((log, self._charge(log, check, now)))
-        remaining = tuple(max(c.limit - log.total, 0) for c, log in zip(checks, logs, strict=True))
-        reset = tuple(0.0 if c.gauge else log.reset(now) for c, log in zip(checks, logs, strict=True))
-        for check, log in zip(checks, logs, strict=True):
-            if not log.heap:
+            for check, slot in zip(checks, slots, strict=True):
+                held.append((slot, self._charge(slot, check, now)))
+        remaining = tuple(max(c.limit - slot.total, 0) for c, slot in zip(checks, slots, strict=True))
+        reset = tuple(self._reset(c, slot, now) for c, slot in zip(checks, slots, strict=True))
+        for check, slot in zip(checks, slots, strict=True):
+            if isinstance(slot, _Log) and not slot.heap:
                 self._logs.pop(check.key, None)
-        return LocalReservation(checks, failed, retry, remaining, reset, held)
+        return LocalReservation(checks, failed, retry, remaining, reset, held)  # type: ignore[arg-type]
 
-    def _charge(self, log: _Log, check: Check, now: float) -> _Entry | None:
+    @staticmethod
+    def _wait(check: Check, slot: _Log | _Counter, now: float) -> float:
+        if check.amount > check.limit:
+            return math.inf
+        if isinstance(slot, _Counter):
+            return max(slot.ends - now, 0.0)
+        return slot.wait_for(slot.total + check.amount - check.limit, now)
+
+    @staticmethod
+    def _reset(check: Check, slot: _Log | _Counter, now: float) -> float:
+        if isinstance(slot, _Counter):
+            return max(slot.ends - now, 0.0)
+        return 0.0 if check.gauge else slot.reset(now)
+
+    def _charge(self, slot: _Log | _Counter, check: Check, now: float) -> _Entry | None:
         if check.amount == 0:
             return None
         entry = _Entry(check.amount)
-        expiry = now + (self._lease if check.gauge else check.window)
-        heapq.heappush(log.heap, (expiry, next(self._seq), entry))
-        log.newest = max(log.newest, expiry)
-        log.total += check.amount
+        slot.total += check.amount
+        if isinstance(slot, _Log):
+            expiry = now + (self._lease if check.gauge else check.window)
+            heapq.heappush(slot.heap, (expiry, next(self._seq), entry))
+            slot.newest = max(slot.newest, expiry)
         return entry
 
 
-__all__ = ["Check", "Limiter", "LocalLimiter", "LocalReservation", "RedisLimiter", "RedisReservation",
+__all__ = ["Check", "Limiter", "Seeder", "LocalLimiter", "LocalReservation", "RedisLimiter", "RedisReservation",
            "Reservation"]

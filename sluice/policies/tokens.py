@@ -105,6 +105,16 @@ def _encoding(name: str) -> "Encoding":
     return encoding
 
 
+def encoding_ready(model: str | None) -> bool:
+    """Whether counting for ``model`` would not have to load an encoding first."""
+    return (encoding_name_for(model) or O200K) in _encodings
+
+
+def warm_up_for(model: str | None) -> None:
+    """Load the one encoding ``model`` needs (blocking; run it in a thread from async code)."""
+    _encoding(encoding_name_for(model) or O200K)
+
+
 def warm_up(encodings: tuple[str, ...] = (O200K, CL100K)) -> None:
     """Load the encodings now (blocking, ~0.5 s) so the first request does not pay for it."""
     for name in encodings:

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 _SCRIPT = """
@@ -45,6 +46,9 @@ end
 if ARGV[1] == 'adjust' then
   for i = 1, #KEYS / 2 do
     local b = 1 + 4 * (i - 1)
+    if string.sub(ARGV[b + 1], 1, 2) == 'c:' then  -- a period counter: no entries, just the total
+      if redis.call('EXISTS', KEYS[2 * i]) == 1 then redis.call('INCRBY', KEYS[2 * i], ARGV[b + 3]) end
+    else
     local score = redis.call('ZSCORE', KEYS[2 * i - 1], ARGV[b + 1])
     if score then  -- an entry already expired no longer counts: nothing to adjust
       redis.call('ZREM', KEYS[2 * i - 1], ARGV[b + 1])
@@ -52,32 +56,53 @@ if ARGV[1] == 'adjust' then
       redis.call('INCRBY', KEYS[2 * i], ARGV[b + 3])
       touch(i, ARGV[b + 4])
     end
+    end
   end
   return 1
 end
 
 -- reserve: ARGV = 'reserve', now ('' = server clock), reservation id, then per check
--- (limit, life = window or lease, amount, is gauge)
+-- (limit, life = window or lease or period, amount, kind: 0 window | 1 gauge | 2 counter, seed or '')
 local now = tonumber(ARGV[2])
 if not now then local t = redis.call('TIME'); now = tonumber(t[1]) + tonumber(t[2]) / 1e6 end
 local n = #KEYS / 2
+local S = 5
 local totals = {}
+local unseeded = {}
 local failed, retry = -1, 0
 for i = 1, n do
   local log, tot = KEYS[2 * i - 1], KEYS[2 * i]
-  local b = 3 + 4 * (i - 1)
-  local limit, amount = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3])
-  local total = tonumber(redis.call('GET', tot) or '0')
-  local gone = redis.call('ZRANGEBYSCORE', log, '-inf', num(now))
-  if #gone > 0 then
-    for _, m in ipairs(gone) do total = total - amount_of(m) end
-    redis.call('ZREMRANGEBYSCORE', log, '-inf', num(now))
-    redis.call('SET', tot, total, 'KEEPTTL')
+  local b = 3 + S * (i - 1)
+  local limit, life, amount, kind = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), ARGV[b + 4]
+  local total
+  if kind == '2' then
+    local value = redis.call('GET', tot)
+    if value then
+      total = tonumber(value)
+    elseif ARGV[b + 5] == '' then
+      unseeded[#unseeded + 1] = i - 1
+      total = 0
+    else
+      total = tonumber(ARGV[b + 5])
+      redis.call('SET', tot, ARGV[b + 5])
+      if life > 0 then redis.call('PEXPIRE', tot, math.ceil(life * 1000)) end
+    end
+  else
+    total = tonumber(redis.call('GET', tot) or '0')
+    local gone = redis.call('ZRANGEBYSCORE', log, '-inf', num(now))
+    if #gone > 0 then
+      for _, m in ipairs(gone) do total = total - amount_of(m) end
+      redis.call('ZREMRANGEBYSCORE', log, '-inf', num(now))
+      redis.call('SET', tot, total, 'KEEPTTL')
+    end
   end
   totals[i] = total
   if total + amount > limit then
     local wait = math.huge
-    if amount <= limit then  -- walk the oldest entries until enough would have expired
+    if amount <= limit and kind == '2' then
+      local ttl = redis.call('PTTL', tot)
+      if ttl > 0 then wait = ttl / 1000 end
+    elseif amount <= limit then  -- walk the oldest entries until enough would have expired
       local need, freed = total + amount - limit, 0
       local all = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
       for j = 1, #all, 2 do
@@ -89,12 +114,21 @@ for i = 1, n do
   end
 end
 
+if #unseeded > 0 then  -- nothing charged: the caller learns the starting values and asks again
+  local out = {-2, '0', num(now)}
+  for _, i in ipairs(unseeded) do out[#out + 1] = i end
+  return out
+end
+
 if failed < 0 then
   local rid = ARGV[3]
   for i = 1, n do
-    local b = 3 + 4 * (i - 1)
-    local life, amount = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-    if amount > 0 then
+    local b = 3 + S * (i - 1)
+    local life, amount, kind = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), ARGV[b + 4]
+    if amount > 0 and kind == '2' then
+      redis.call('INCRBY', KEYS[2 * i], amount)
+      totals[i] = totals[i] + amount
+    elseif amount > 0 then
       redis.call('ZADD', KEYS[2 * i - 1], num(now + life), rid .. ':' .. (i - 1) .. ':' .. amount)
       redis.call('INCRBY', KEYS[2 * i], amount)
       totals[i] = totals[i] + amount
@@ -105,10 +139,13 @@ end
 
 local out = {failed, retry == math.huge and 'inf' or num(retry), num(now)}
 for i = 1, n do
-  local b = 3 + 4 * (i - 1)
+  local b = 3 + S * (i - 1)
   out[#out + 1] = totals[i]
   local reset = 0
-  if ARGV[b + 4] ~= '1' then
+  if ARGV[b + 4] == '2' then
+    local ttl = redis.call('PTTL', KEYS[2 * i])
+    if ttl > 0 then reset = ttl / 1000 end
+  elseif ARGV[b + 4] ~= '1' then
     local last = redis.call('ZRANGE', KEYS[2 * i - 1], -1, -1, 'WITHSCORES')
     if #last > 0 then reset = math.max(tonumber(last[2]) - now, 0) end
   end
@@ -125,6 +162,15 @@ class CheckLike(Protocol):
     limit: int
     window: float
     amount: int
+    period: float | None
+    seed: int | None
+
+
+Seeder = Callable[[list[Any]], Awaitable[list[int]]]
+
+
+def _kind(check: CheckLike) -> str:
+    return "2" if check.period is not None else "1" if check.window == 0 else "0"
 
 
 def _num(value: float) -> str:
@@ -181,30 +227,60 @@ class RedisLimiter:
         self._lease = lease
         self._script = client.register_script(_SCRIPT)
 
+    @property
+    def client(self) -> Any:
+        return self._client
+
     def keys_for(self, key: str) -> list[str]:
         return [f"{self._tag}:l:{key}", f"{self._tag}:n:{key}"]
 
     def ttl_ms(self, check: CheckLike) -> int:
         return math.ceil((check.window or self._lease) * 1000) + 1000
 
+    def _life(self, check: CheckLike) -> float:
+        if check.period is not None:
+            return 0.0 if math.isinf(check.period) else check.period
+        return check.window or self._lease
+
     async def run(self, keys: list[str], args: list[str]) -> Any:
         return await self._script(keys=keys, args=args)
 
-    async def reserve(self, checks: Sequence[CheckLike], now: float | None = None) -> RedisReservation:
+    async def reserve(self, checks: Sequence[CheckLike], now: float | None = None,
+                      seeder: Seeder | None = None) -> RedisReservation:
         checks = tuple(checks)
+        rid, raw = await self._reserve_once(checks, now)
+        if int(raw[0]) == -2:  # period counters Redis does not hold (new period, or Redis restarted)
+            if seeder is None:
+                raise ValueError("a period counter needs a seeder to learn what was already spent")
+            unseeded = [int(i) for i in raw[3:]]
+            values = await seeder([checks[i] for i in unseeded])
+            seeded = list(checks)
+            for i, value in zip(unseeded, values, strict=True):
+                seeded[i] = replace(checks[i], seed=int(value))  # type: ignore[type-var]
+            checks = tuple(seeded)
+            rid, raw = await self._reserve_once(checks, now)
+        return self._reservation(checks, rid, raw)
+
+    async def _reserve_once(self, checks: tuple[CheckLike, ...], now: float | None) -> tuple[str, Any]:
         rid = secrets.token_hex(8)
         keys: list[str] = []
         args = ["reserve", "" if now is None else _num(now), rid]
         for c in checks:
             keys += self.keys_for(c.key)
-            args += [str(c.limit), _num(c.window or self._lease), str(c.amount), "1" if c.window == 0 else "0"]
-        raw = await self.run(keys, args)
+            seed = "" if c.seed is None else str(int(c.seed))
+            args += [str(c.limit), _num(self._life(c)), str(c.amount), _kind(c), seed]
+        return rid, await self.run(keys, args)
+
+    def _reservation(self, checks: tuple[CheckLike, ...], rid: str, raw: Any) -> RedisReservation:
         failed = int(raw[0])
+        if failed == -2:
+            raise RuntimeError("period counters still unseeded after seeding")
         totals = [int(x) for x in raw[3::2]]
         remaining = tuple(max(c.limit - t, 0) for c, t in zip(checks, totals, strict=True))
         reset = tuple(float(x) for x in raw[4::2])
         members: list[str | None] = [
-            f"{rid}:{i}:{c.amount}" if failed < 0 and c.amount > 0 else None
+            None if failed >= 0 or c.amount <= 0 else
+            f"c:{c.amount}" if c.period is not None else f"{rid}:{i}:{c.amount}"
             for i, c in enumerate(checks)
         ]
         return RedisReservation(self, checks, None if failed < 0 else failed, float(raw[1]),

@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
 import orjson
-from sqlalchemy import Date, String, case, cast, func, select
+from sqlalchemy import Date, String, case, cast, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -252,4 +252,28 @@ async def query_usage(session: AsyncSession, *, group_by: str, start: datetime, 
     return rows, totals
 
 
-__all__ = ["GROUPS", "query_usage", "utc", "write_usage"]
+_SPEND_COLUMN = {"key": "key_id", "team": "team_id", "user": "user_id", "end_user": "end_user", "model": "model"}
+
+
+async def spent_usd(session: AsyncSession, scope: str, subject: str, since: datetime | None) -> float:
+    """What one subject spent since ``since`` (None: ever): the starting value of a budget counter.
+
+    ``scope`` is a budget scope: key, team, user, end_user, model (the alias asked for) or tag.
+    """
+    u = UsageRecord
+    where: list[Any] = [] if since is None else [u.ts >= utc(since)]
+    if scope == "tag":
+        if session.get_bind().dialect.name == "postgresql":
+            where.append(cast(u.tags, postgresql.JSONB).contains([subject]))
+        else:
+            where.append(text("EXISTS (SELECT 1 FROM json_each(usage.tags) WHERE json_each.value = :tag)")
+                         .bindparams(tag=subject))
+    elif scope in _SPEND_COLUMN:
+        where.append(getattr(u, _SPEND_COLUMN[scope]) == subject)
+    else:
+        raise ValueError(f"unknown budget scope {scope!r}")
+    total = (await session.execute(select(func.coalesce(func.sum(u.cost_usd), 0.0)).where(*where))).scalar_one()
+    return float(total)
+
+
+__all__ = ["GROUPS", "query_usage", "spent_usd", "utc", "write_usage"]

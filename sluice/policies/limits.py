@@ -1,0 +1,509 @@
+"""The limits stage: rate, token and concurrency limits and budgets, reserved before a call and
+settled after it, exactly, across every instance that shares the limiter.
+
+Which limits a call meets (each becomes one ``Check`` of one all-or-nothing reservation):
+
+* the caller's, from the database — its key, its user and its team (``Principal.limits``):
+  ``rpm``, ``tpm``, ``input_tpm``, ``output_tpm``, ``concurrency``, and the same per model alias
+  under ``models`` (the (key|user|team, model) pair);
+* each end user's (``limits.end_user`` in sluice.yaml), keyed by the OpenAI ``user`` field or
+  the ``x-sluice-end-user`` header;
+* the model alias's, for all callers together (``limits.models``), and its **capacity**: the
+  sum of its deployments' declared ``rpm``/``tpm`` (the upstream accounts' limits);
+* budgets in USD (``sluice.policies.budgets``).
+
+Tokens are reserved before the call — the prompt counted offline plus ``max_tokens`` (or
+``limits.default_max_tokens``) — and settled to what the provider reported when the call ends:
+a finished stream, a failure, or a client that went away (then whatever usage is known, else
+the reservation stands: better to over-count a call than to let a limit leak).
+
+When the refusal comes from the model's own limits or capacity (not the caller's), the call
+waits in a per-alias queue ordered by its key's priority class, up to ``queue.max_wait``, and
+then gets 429 with ``Retry-After``. The queue's order holds per instance; capacity itself is
+shared exactly through the limiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from sluice.policies.budgets import BudgetBook, BudgetRule, Subject, to_nano
+from sluice.policies.ratelimit import Check, Limiter, Reservation
+from sluice.schema import GatewayError
+
+log = logging.getLogger("sluice.limits")
+
+WINDOW = 60.0  # every rate limit is "per minute", sliding
+PRIORITY_RANK = {"interactive": 0, "default": 1, "batch": 2}
+_MEASURES = (("rpm", "requests"), ("tpm", "tokens"), ("input_tpm", "input"), ("output_tpm", "output"),
+             ("concurrency", "concurrency"))
+_UNITS = {"requests": "requests per minute", "tokens": "tokens per minute", "input": "input tokens per minute",
+          "output": "output tokens per minute", "concurrency": "requests in flight"}
+
+
+class LimitSettings(Protocol):
+    """The shape of ``sluice.config.LimitsConfig`` (policies may not import config)."""
+
+    redis_failure: str
+    redis_timeout: float
+    default_max_tokens: int
+    end_user: Any
+    models: dict[str, Any]
+    queue: Any
+    default_priority: str
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What a call asks for: its alias, tokens, and (lazily) the most it can cost in USD."""
+
+    alias: str
+    input_tokens: int
+    output_tokens: int
+    max_cost: Callable[[], float] | None = None
+
+
+@dataclass(slots=True)
+class Planned:
+    check: Check
+    measure: str  # requests | tokens | input | output | concurrency | budget
+    owner: str  # for messages: "key key_…", "model gpt-4o", "end user alice"
+    queueable: bool = False  # the model's own limits: wait in the queue rather than refuse at once
+    budget: BudgetRule | None = None
+
+
+def _amount(measure: str, demand: Demand) -> int:
+    if measure == "tokens":
+        return demand.input_tokens + demand.output_tokens
+    if measure == "input":
+        return demand.input_tokens
+    if measure == "output":
+        return demand.output_tokens
+    return 1
+
+
+def _get(limits: Any, name: str) -> int | None:
+    return limits.get(name) if isinstance(limits, dict) else getattr(limits, name, None)
+
+
+def rate_checks(prefix: str, owner: str, limits: Any, demand: Demand, *, queueable: bool = False) -> list[Planned]:
+    """The checks one limits object (a dict from the database or a config model) asks for."""
+    out = []
+    for name, measure in _MEASURES:
+        limit = _get(limits, name)
+        if limit is None:
+            continue
+        window = 0.0 if measure == "concurrency" else WINDOW
+        out.append(Planned(Check(f"{prefix}:{name}", int(limit), window, _amount(measure, demand)), measure,
+                           owner, queueable))
+    return out
+
+
+def _safe(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+class Admission:
+    """A call's reservation; ``settle`` once when the call ends (idempotent)."""
+
+    __slots__ = ("_done", "_on_release", "demand", "headers", "planned", "reservation", "warnings")
+
+    def __init__(self, demand: Demand, planned: list[Planned], reservation: Reservation | None,
+                 on_release: Callable[[], None] | None = None) -> None:
+        self.demand = demand
+        self.planned = planned
+        self.reservation = reservation
+        self.headers = rate_headers(planned, reservation) if reservation is not None else {}
+        self.warnings: list[str] = []
+        self._on_release = on_release
+        self._done = False
+
+    @property
+    def holds_gauges(self) -> bool:
+        return any(p.measure == "concurrency" for p in self.planned)
+
+    async def settle(self, input_tokens: int | None, output_tokens: int | None, cost_usd: float | None) -> None:
+        """Charge what the call really used; ``None`` keeps that part of the reservation as is."""
+        if self._done or self.reservation is None:
+            return
+        self._done = True
+        amounts: list[int | None] = []
+        for p in self.planned:
+            if p.measure == "tokens":
+                amounts.append(None if input_tokens is None or output_tokens is None
+                               else input_tokens + output_tokens)
+            elif p.measure == "input":
+                amounts.append(input_tokens)
+            elif p.measure == "output":
+                amounts.append(output_tokens)
+            elif p.measure == "budget":
+                amounts.append(None if cost_usd is None else to_nano(cost_usd))
+            else:
+                amounts.append(None)
+        try:
+            if any(a is not None for a in amounts):
+                await self.reservation.settle(amounts)
+        finally:
+            if self.holds_gauges:
+                await self.reservation.release()
+                if self._on_release is not None:
+                    self._on_release()
+
+
+def format_reset(seconds: float) -> str:
+    """OpenAI's style: ``20ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
+    if seconds < 1:
+        return f"{max(int(seconds * 1000), 0)}ms"
+    whole = int(math.ceil(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def rate_headers(planned: Sequence[Planned], reservation: Reservation) -> dict[str, str]:
+    """``x-ratelimit-*`` for the tightest request limit and the tightest token limit."""
+    headers: dict[str, str] = {}
+    for measures, suffix in ((("requests",), "requests"), (("tokens", "input", "output"), "tokens")):
+        best = None
+        for i, p in enumerate(planned):
+            if p.measure in measures and (best is None or reservation.remaining[i] < reservation.remaining[best]):
+                best = i
+        if best is not None:
+            headers[f"x-ratelimit-limit-{suffix}"] = str(planned[best].check.limit)
+            headers[f"x-ratelimit-remaining-{suffix}"] = str(reservation.remaining[best])
+            headers[f"x-ratelimit-reset-{suffix}"] = format_reset(reservation.reset[best])
+    return headers
+
+
+def refusal(planned: Sequence[Planned], reservation: Reservation, now: datetime) -> GatewayError:
+    """The 429 a refused reservation becomes, naming the limit and when to come back."""
+    p = planned[reservation.failed or 0]
+    retry = reservation.retry_after
+    headers = rate_headers(planned, reservation)
+    if p.budget is not None:
+        resets = p.budget.resets_at(now)
+        when = f"it resets at {resets.strftime('%Y-%m-%dT%H:%M:%SZ')}" if resets else "it does not reset"
+        err = GatewayError("rate_limit", f"Budget exceeded: {p.budget.label} (${p.budget.max_usd:.2f}) is used up; "
+                           f"{when}.", code="budget_exceeded",
+                           retry_after=None if resets is None else (resets - now).total_seconds())
+    elif math.isinf(retry):
+        err = GatewayError("rate_limit", f"This request needs {p.check.amount} {_UNITS[p.measure].split(' per ')[0]}, "
+                           f"more than the limit of {p.check.limit} {_UNITS[p.measure]} for {p.owner}.",
+                           code="request_too_large")
+    else:
+        err = GatewayError("rate_limit", f"Rate limit reached for {p.owner} on {_UNITS[p.measure]}: limit "
+                           f"{p.check.limit}. Please try again in {retry:.2f}s.", code="rate_limit_exceeded",
+                           retry_after=max(retry, 0.001) if p.measure != "concurrency" else 1.0)
+    err.headers = headers  # type: ignore[attr-defined]
+    return err
+
+
+@dataclass(order=True)
+class _Waiter:
+    rank: int
+    seq: int
+    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
+
+
+class CapacityQueue:
+    """Calls waiting for a model's capacity on this instance, best priority class first."""
+
+    def __init__(self, max_size: int, max_wait: float, *, poll: float = 0.1) -> None:
+        self.max_size, self.max_wait, self.poll = max_size, max_wait, poll
+        self._heaps: dict[str, list[_Waiter]] = {}
+        self._seq = itertools.count()
+
+    def waiting(self, alias: str) -> int:
+        return len(self._heaps.get(alias, ()))
+
+    def notify(self, alias: str) -> None:
+        """Capacity was given back here: let the head try at once."""
+        heap = self._heaps.get(alias)
+        if heap:
+            heap[0].wake.set()
+
+    async def wait_turn(self, alias: str, rank: int, attempt: Callable[[], Awaitable[Reservation]],
+                        retry_after: float) -> Reservation | None:
+        """Retry ``attempt`` as the head of the queue until it passes or the wait runs out (None)."""
+        heap = self._heaps.setdefault(alias, [])
+        if len(heap) >= self.max_size:
+            return None
+        me = _Waiter(rank, next(self._seq))
+        heapq.heappush(heap, me)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        try:
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return None
+                me.wake.clear()
+                pause = left if heap[0] is not me else min(max(retry_after, 0.002), self.poll, left)
+                try:
+                    await asyncio.wait_for(me.wake.wait(), pause)
+                except TimeoutError:
+                    pass
+                if heap[0] is not me or loop.time() >= deadline:
+                    continue
+                res = await attempt()
+                if res.ok or not math.isfinite(res.retry_after):
+                    return res
+                retry_after = res.retry_after
+        finally:
+            heap.remove(me)
+            heapq.heapify(heap)
+            if heap:
+                heap[0].wake.set()
+            else:
+                self._heaps.pop(alias, None)
+
+
+class LimiterUnavailable(Exception):
+    """The shared limiter (Redis) did not answer in time."""
+
+
+class Limits:
+    """Builds each call's checks, reserves them (queueing for capacity), and applies the Redis
+    failure policy. ``capacity``: alias → {"rpm": …, "tpm": …} summed from its deployments."""
+
+    def __init__(self, limiter: Limiter, settings: LimitSettings, budgets: BudgetBook | None = None,
+                 capacity: dict[str, dict[str, int]] | None = None, *, shared: bool = False) -> None:
+        self.limiter = limiter
+        self.settings = settings
+        self.budgets = budgets
+        self.capacity = capacity or {}
+        self.shared = shared  # a Redis limiter: apply the failure policy and its timeout
+        self.queue = CapacityQueue(settings.queue.max_size, settings.queue.max_wait)
+        self.failures = 0  # limiter round trips that failed (exported as a metric)
+        self._last_failure_log = 0.0
+
+    def applies(self, principal: Any, end_user: str | None, alias: str) -> bool:
+        """Cheap: could any limit or budget concern this call? (Most calls in a default setup: no.)"""
+        return bool(getattr(principal, "limits", None) or (end_user and self.settings.end_user is not None)
+                    or alias in self.settings.models or alias in self.capacity
+                    or (self.budgets is not None and not self.budgets.empty))
+
+    def plan(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand,
+             now: datetime) -> list[Planned]:
+        alias = demand.alias
+        planned: list[Planned] = []
+        for scope, subject_id, limits in getattr(principal, "limits", ()) or ():
+            prefix, owner = f"{scope[0]}:{subject_id}", f"{scope} {subject_id}"
+            planned += rate_checks(prefix, owner, limits, demand)
+            per_model = (limits.get("models") or {}).get(alias) if isinstance(limits, dict) else None
+            if per_model:
+                planned += rate_checks(f"{prefix}:m:{_safe(alias)}", f"{owner} on model {alias}", per_model, demand)
+        if end_user and self.settings.end_user is not None:
+            planned += rate_checks(f"e:{_safe(end_user)}", f"end user {end_user}", self.settings.end_user, demand)
+        model_limits = self.settings.models.get(alias)
+        if model_limits is not None:
+            planned += rate_checks(f"m:{_safe(alias)}", f"model {alias}", model_limits, demand, queueable=True)
+        capacity = self.capacity.get(alias)
+        if capacity:
+            planned += rate_checks(f"cap:{_safe(alias)}", f"the capacity of model {alias}", capacity, demand,
+                                   queueable=True)
+        planned += self._budget_checks(principal, end_user, tags, demand, now)
+        return planned
+
+    def _budget_checks(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand,
+                       now: datetime) -> list[Planned]:
+        if self.budgets is None or self.budgets.empty:
+            return []
+        subject = Subject(getattr(principal, "key_id", None), getattr(principal, "team_id", None),
+                          getattr(principal, "user_id", None), end_user, demand.alias, tuple(tags))
+        rules = self.budgets.rules_for(subject)
+        if not rules:
+            return []
+        cost = to_nano(demand.max_cost()) if demand.max_cost is not None else 0
+        return [Planned(rule.check(cost, now), "budget", rule.label, budget=rule) for rule in rules]
+
+    async def admit(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand) -> Admission | None:
+        """Reserve, or raise the 429 (or 503 when the limiter is down and the policy is closed)."""
+        now = datetime.now(timezone.utc)
+        planned = self.plan(principal, end_user, tags, demand, now)
+        if not planned:
+            return None
+        checks = [p.check for p in planned]
+        budget_rules = {p.check.key: p.budget for p in planned if p.budget is not None}
+
+        async def seed(wanted: list[Check]) -> list[int]:
+            assert self.budgets is not None
+            return [await self.budgets.spent_nano(budget_rules[c.key], now) for c in wanted]
+
+        async def attempt() -> Reservation:
+            return await self._reserve(checks, seed)
+
+        try:
+            res = await self._first_attempt(demand.alias, planned, attempt, principal)
+        except LimiterUnavailable:
+            return self._limiter_down()
+        if not res.ok:
+            raise refusal(planned, res, now)
+        admission = Admission(demand, planned, res, lambda: self.queue.notify(demand.alias))
+        self._soft_warnings(admission, planned, res)
+        return admission
+
+    async def _first_attempt(self, alias: str, planned: list[Planned], attempt: Callable[[], Awaitable[Reservation]],
+                             principal: Any) -> Reservation:
+        queueable = any(p.queueable for p in planned) and self.settings.queue.enabled
+        if queueable and self.queue.waiting(alias):
+            res = None  # others are already waiting for this model: no overtaking them
+            retry = 0.0
+        else:
+            res = await attempt()
+            if res.ok or not queueable or not planned[res.failed or 0].queueable or math.isinf(res.retry_after):
+                return res
+            retry = res.retry_after
+        rank = PRIORITY_RANK.get(getattr(principal, "priority", None) or self.settings.default_priority, 1)
+        queued = await self.queue.wait_turn(alias, rank, attempt, retry)
+        if queued is not None:
+            return queued
+        return res if res is not None else await attempt()
+
+    async def _reserve(self, checks: list[Check], seed: Callable[[list[Check]], Awaitable[list[int]]]) -> Reservation:
+        if not self.shared:
+            return await self.limiter.reserve(checks, seeder=seed)
+        loop = asyncio.get_running_loop()
+        limit = self.settings.redis_timeout
+        try:
+            async with asyncio.timeout(limit) as deadline:
+                async def seed_untimed(wanted: list[Check]) -> list[int]:
+                    # The timeout is Redis's; reading the ledger for a budget's start is not.
+                    deadline.reschedule(None)
+                    try:
+                        return await seed(wanted)
+                    finally:
+                        deadline.reschedule(loop.time() + limit)
+
+                return await self.limiter.reserve(checks, seeder=seed_untimed)
+        except (GatewayError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any limiter failure goes through the policy
+            self.failures += 1
+            self._log_failure(exc)
+            raise LimiterUnavailable from exc
+
+    def _log_failure(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_failure_log >= 10.0:
+            self._last_failure_log = now
+            action = "letting calls through unlimited" if self.settings.redis_failure == "open" else \
+                "refusing calls"
+            log.warning("rate limiter unavailable (%s: %s); redis_failure=%s: %s", type(exc).__name__, exc,
+                        self.settings.redis_failure, action)
+
+    def _limiter_down(self) -> Admission | None:
+        if self.settings.redis_failure == "open":
+            return None
+        raise GatewayError("overloaded", "The rate limiter is unavailable, and this gateway refuses calls it cannot "
+                           "count (limits.redis_failure: closed). Please try again shortly.",
+                           status=503, code="limiter_unavailable", retry_after=1.0)
+
+    def _soft_warnings(self, admission: Admission, planned: list[Planned], res: Reservation) -> None:
+        for i, p in enumerate(planned):
+            rule = p.budget
+            if rule is None or rule.soft_usd is None:
+                continue
+            used = p.check.limit - res.remaining[i]
+            if used >= to_nano(rule.soft_usd):
+                admission.warnings.append(f"{rule.label} has passed its alert threshold (${rule.soft_usd:.2f})")
+                admission.headers["x-sluice-budget-warning"] = admission.warnings[-1]
+                if used - p.check.amount < to_nano(rule.soft_usd):  # this call crossed it
+                    log.warning("budget alert threshold reached", extra={
+                        "budget_id": rule.id, "scope": rule.scope, "subject": rule.subject,
+                        "soft_usd": rule.soft_usd, "max_usd": rule.max_usd})
+
+    async def close(self) -> None:
+        if self.budgets is not None:
+            await self.budgets.close()
+
+    # ---- what the admin API shows ------------------------------------------------------------
+
+    async def _peek(self, planned: list[Planned], seeder: Any = None) -> Reservation | None:
+        """Current usage of ``planned``'s checks without charging anything (amounts of 0)."""
+        from dataclasses import replace
+
+        try:
+            return await self._reserve([replace(p.check, amount=0) for p in planned], seeder)
+        except LimiterUnavailable:
+            return None
+
+    async def key_status(self, key: dict) -> dict:
+        """Per limit of the key (and per model pair): limit, used, remaining, seconds to reset."""
+        limits = key.get("limits") or {}
+        demand = Demand("", 0, 0)
+        prefix = f"k:{key['id']}"
+        planned = rate_checks(prefix, "", limits, demand)
+        models = limits.get("models") or {}
+        per_model = {alias: rate_checks(f"{prefix}:m:{_safe(alias)}", "", lim, demand) for alias, lim in models.items()}
+        everything = planned + [p for ps in per_model.values() for p in ps]
+        if not everything:
+            return {"limits": {}, "models": {}}
+        res = await self._peek(everything)
+        if res is None:
+            return {"error": "the rate limiter is unavailable"}
+        status = _status(everything, res)
+        names = [p.check.key.rsplit(":", 1)[-1] for p in everything]
+        out: dict[str, Any] = {"limits": {}, "models": {}}
+        i = 0
+        for name, item in zip(names[:len(planned)], status[:len(planned)], strict=True):
+            out["limits"][name] = item
+            i += 1
+        for alias, ps in per_model.items():
+            out["models"][alias] = {names[j]: status[j] for j in range(i, i + len(ps))}
+            i += len(ps)
+        return out
+
+    async def budget_status(self, budget: dict) -> dict:
+        """Spent, remaining and reset time of one budget in its current period."""
+        rule = BudgetRule(budget["id"], budget["scope"], budget["subject"], budget["period"],
+                          float(budget["max_usd"]), budget.get("soft_usd"), budget.get("name"))
+        now = datetime.now(timezone.utc)
+        check = rule.check(0, now)
+
+        async def seed(wanted: list[Check]) -> list[int]:
+            return [await self.budgets.spent_nano(rule, now) if self.budgets else 0 for _ in wanted]
+
+        res = await self._peek([Planned(check, "budget", rule.label, budget=rule)], seed)
+        if res is None:
+            return {"error": "the rate limiter is unavailable"}
+        spent = (check.limit - res.remaining[0]) / 1e9 if res.remaining[0] > 0 else None
+        if spent is None:  # at or past the limit: remaining is clamped at 0, so ask the ledger
+            spent = (await self.budgets.spent_nano(rule, now)) / 1e9 if self.budgets else rule.max_usd
+        resets = rule.resets_at(now)
+        return {"spent_usd": round(spent, 9), "remaining_usd": round(max(rule.max_usd - spent, 0.0), 9),
+                "resets_at": resets.isoformat() if resets else None,
+                "soft_reached": rule.soft_usd is not None and spent >= rule.soft_usd,
+                "exhausted": spent >= rule.max_usd}
+
+
+def _status(planned: list[Planned], res: Reservation) -> list[dict[str, Any]]:
+    return [{"limit": p.check.limit, "used": max(p.check.limit - res.remaining[i], 0),
+             "remaining": res.remaining[i], "reset_seconds": round(res.reset[i], 3)}
+            for i, p in enumerate(planned)]
+
+
+def deployment_capacity(deployments: Sequence[Any]) -> dict[str, int]:
+    """An alias's capacity: the sum of its deployments' rpm/tpm, when every deployment declares it."""
+    capacity: dict[str, int] = {}
+    for name in ("rpm", "tpm"):
+        values = [getattr(d, name, None) for d in deployments]
+        if values and all(v is not None for v in values):
+            capacity[name] = sum(values)  # type: ignore[arg-type]
+    return capacity
+
+
+__all__ = ["Admission", "CapacityQueue", "Demand", "Limits", "Planned", "deployment_capacity", "format_reset",
+           "rate_headers", "refusal"]

@@ -1,0 +1,197 @@
+"""The limits stage on the in-process limiter: which checks a call meets, headers, refusals, the
+priority queue, and the Redis failure policy (against a Redis port nobody listens on)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from sluice.config import LimitsConfig
+from sluice.policies.auth import Principal
+from sluice.policies.budgets import BudgetBook, BudgetRule
+from sluice.policies.limits import Demand, Limits, deployment_capacity, format_reset
+from sluice.policies.ratelimit import LocalLimiter, RedisLimiter
+from sluice.schema import GatewayError
+from sluice.store.redis import redis_client
+
+
+def key(limits: dict | None = None, priority: str | None = None, key_id: str = "key_1",
+        team: dict | None = None) -> Principal:
+    scoped = [("key", key_id, limits)] if limits else []
+    if team:
+        scoped.append(("team", "team_1", team))
+    return Principal("key", key_id, role="member", key_id=key_id, team_id="team_1", limits=tuple(scoped),
+                     priority=priority)
+
+
+def settings(**kw) -> LimitsConfig:
+    return LimitsConfig(**kw)
+
+
+def demand(alias: str = "gpt", tokens_in: int = 10, tokens_out: int = 5, cost: float = 0.0) -> Demand:
+    return Demand(alias, tokens_in, tokens_out, lambda: cost)
+
+
+async def test_no_limits_means_no_checks_and_no_reservation():
+    limits = Limits(LocalLimiter(), settings())
+    assert not limits.applies(key(), None, "gpt")
+    assert await limits.admit(key(), None, (), demand()) is None
+
+
+async def test_every_scope_contributes_its_checks():
+    limits = Limits(LocalLimiter(), settings(end_user={"rpm": 5}, models={"gpt": {"tpm": 1000}}),
+                    capacity={"gpt": {"rpm": 100}})
+    caller = key({"rpm": 10, "concurrency": 2, "models": {"gpt": {"output_tpm": 50}}}, team={"tpm": 500})
+    from datetime import datetime, timezone
+
+    planned = limits.plan(caller, "alice", (), demand(), datetime.now(timezone.utc))
+    keys = {p.check.key: (p.check.limit, p.check.amount, p.queueable) for p in planned}
+    assert keys == {
+        "k:key_1:rpm": (10, 1, False), "k:key_1:concurrency": (2, 1, False),
+        "k:key_1:m:gpt:output_tpm": (50, 5, False), "t:team_1:tpm": (500, 15, False),
+        "e:alice:rpm": (5, 1, False), "m:gpt:tpm": (1000, 15, True), "cap:gpt:rpm": (100, 1, True),
+    }
+
+
+async def test_rpm_refusal_says_which_limit_and_when():
+    limits = Limits(LocalLimiter(), settings())
+    caller = key({"rpm": 2, "tpm": 100})
+    first = await limits.admit(caller, None, (), demand())
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert first.headers["x-ratelimit-remaining-tokens"] == "85"
+    assert first.headers["x-ratelimit-reset-requests"] == "1m0s"
+    await limits.admit(caller, None, (), demand())
+    with pytest.raises(GatewayError) as refused:
+        await limits.admit(caller, None, (), demand())
+    err = refused.value
+    assert err.status == 429 and err.code == "rate_limit_exceeded"
+    assert "key key_1" in err.message and "requests per minute" in err.message
+    assert 59 < err.retry_after <= 60
+    assert err.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+async def test_tokens_settle_to_what_was_used():
+    limits = Limits(LocalLimiter(), settings())
+    caller = key({"tpm": 100})
+    admission = await limits.admit(caller, None, (), demand(tokens_in=10, tokens_out=80))
+    with pytest.raises(GatewayError):
+        await limits.admit(caller, None, (), demand(tokens_in=10, tokens_out=80))
+    await admission.settle(10, 5, None)  # used 15 of the 90 reserved
+    assert await limits.admit(caller, None, (), demand(tokens_in=10, tokens_out=70))
+
+
+async def test_a_request_larger_than_the_limit_is_told_so():
+    limits = Limits(LocalLimiter(), settings())
+    with pytest.raises(GatewayError) as refused:
+        await limits.admit(key({"tpm": 50}), None, (), demand(tokens_in=40, tokens_out=40))
+    assert refused.value.code == "request_too_large" and refused.value.retry_after is None
+
+
+async def test_concurrency_is_given_back_on_settle():
+    limits = Limits(LocalLimiter(), settings())
+    caller = key({"concurrency": 1})
+    held = await limits.admit(caller, None, (), demand())
+    with pytest.raises(GatewayError):
+        await limits.admit(caller, None, (), demand())
+    await held.settle(1, 1, None)
+    assert await limits.admit(caller, None, (), demand())
+
+
+async def test_budget_refusal_names_the_budget_and_its_reset():
+    book = BudgetBook(None)
+    book.set_rules([BudgetRule("bud_1", "team", "team_1", "daily", 1.0, 0.5, name="research")])
+    limits = Limits(LocalLimiter(), settings(), book)
+    caller = key()
+    ok = await limits.admit(caller, None, (), demand(cost=0.6))
+    assert "x-sluice-budget-warning" in ok.headers  # past the $0.50 alert threshold
+    with pytest.raises(GatewayError) as refused:
+        await limits.admit(caller, None, (), demand(cost=0.6))
+    err = refused.value
+    assert err.status == 429 and err.code == "budget_exceeded"
+    assert "daily budget of research" in err.message and "resets at" in err.message
+    await ok.settle(100, 100, 0.1)  # the call cost less than its maximum
+    assert await limits.admit(caller, None, (), demand(cost=0.6))
+
+
+async def test_queue_serves_interactive_before_batch():
+    limits = Limits(LocalLimiter(), settings(models={"gpt": {"concurrency": 1}}, queue={"max_wait": 5}))
+    holder = await limits.admit(key(key_id="k0"), None, (), demand())
+    order: list[str] = []
+
+    async def call(name: str, priority: str):
+        admission = await limits.admit(key(key_id=name, priority=priority), None, (), demand())
+        order.append(name)
+        await asyncio.sleep(0.01)
+        await admission.settle(1, 1, None)
+
+    tasks = [asyncio.create_task(call("batch-1", "batch"))]
+    await asyncio.sleep(0.05)
+    tasks.append(asyncio.create_task(call("batch-2", "batch")))
+    await asyncio.sleep(0.05)
+    tasks.append(asyncio.create_task(call("urgent", "interactive")))
+    await asyncio.sleep(0.05)
+    assert order == [] and limits.queue.waiting("gpt") == 3
+    await holder.settle(1, 1, None)
+    await asyncio.gather(*tasks)
+    assert order == ["urgent", "batch-1", "batch-2"]
+
+
+async def test_queue_gives_up_after_max_wait_with_retry_after():
+    limits = Limits(LocalLimiter(), settings(models={"gpt": {"concurrency": 1}}, queue={"max_wait": 0.2}))
+    await limits.admit(key(key_id="k0"), None, (), demand())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(GatewayError) as refused:
+        await limits.admit(key(key_id="k1"), None, (), demand())
+    assert 0.19 <= loop.time() - started < 1.0
+    assert refused.value.status == 429 and refused.value.retry_after
+
+
+async def test_a_full_queue_refuses_at_once():
+    limits = Limits(LocalLimiter(), settings(models={"gpt": {"concurrency": 1}}, queue={"max_wait": 5, "max_size": 0}))
+    await limits.admit(key(key_id="k0"), None, (), demand())
+    with pytest.raises(GatewayError):
+        await asyncio.wait_for(limits.admit(key(key_id="k1"), None, (), demand()), 1.0)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_redis_failure_policy(policy, caplog):
+    client = redis_client(f"redis://127.0.0.1:{_closed_port()}/0")
+    limits = Limits(RedisLimiter(client, "t"), settings(redis_failure=policy, redis_timeout=0.5), shared=True)
+    try:
+        if policy == "open":
+            assert await limits.admit(key({"rpm": 1}), None, (), demand()) is None
+            assert await limits.admit(key({"rpm": 1}), None, (), demand()) is None  # not counted: open
+        else:
+            with pytest.raises(GatewayError) as refused:
+                await limits.admit(key({"rpm": 1}), None, (), demand())
+            assert refused.value.status == 503 and refused.value.code == "limiter_unavailable"
+        assert limits.failures >= 1
+        assert any("rate limiter unavailable" in r.getMessage() for r in caplog.records)
+    finally:
+        await client.aclose()
+
+
+def test_capacity_needs_every_deployment_to_declare_it():
+    class D:
+        def __init__(self, rpm, tpm):
+            self.rpm, self.tpm = rpm, tpm
+
+    assert deployment_capacity([D(10, 100), D(20, None)]) == {"rpm": 30}
+    assert deployment_capacity([D(None, None)]) == {}
+
+
+def test_reset_format_matches_openai():
+    assert format_reset(0.02) == "20ms"
+    assert format_reset(1.0) == "1s"
+    assert format_reset(360) == "6m0s"
+    assert format_reset(3723) == "1h2m3s"
