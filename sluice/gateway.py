@@ -22,6 +22,8 @@ from msgspec import structs
 
 from sluice.config import Config
 from sluice.observability.ledger import UsageEvent
+from sluice.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from sluice.observability.metrics import GatewayMetrics
 from sluice.policies.auth import Authenticator, Principal
 from sluice.policies.limits import Admission, Demand, Limits
 from sluice.policies.tokens import count_embedding_tokens, encoding_ready, reserve_tokens, warm_up_for
@@ -99,6 +101,9 @@ class Gateway:
         self.limits = limits
         self.price = price  # the ledger's pricing function: settles budgets to what a call cost
         self.default_max_tokens = limits.settings.default_max_tokens if limits is not None else 4096
+        self.metrics = GatewayMetrics()
+        if limits is not None:
+            self.metrics.watch_limits(limits)
         self._settling: set[asyncio.Task] = set()
         self.rules = rules if rules and rules.rules else None
         self.semantic: dict[str, tuple[SemanticRouter, bool]] = {}  # alias → (router, include_system)
@@ -526,4 +531,4 @@ def _timeouts(t) -> Timeouts:
     return Timeouts(connect=t.connect, total=t.total, first_token=t.first_token, idle=t.idle)
 
 
-__all__ = ["CLIENT_GONE", "Call", "Gateway", "GatewayError", "MeteredStream", "may_use"]
+__all__ = ["CLIENT_GONE", "METRICS_CONTENT_TYPE", "Call", "Gateway", "GatewayError", "MeteredStream", "may_use"]

@@ -12,7 +12,7 @@ from sluice.api.anthropic import AnthropicRoutes
 from sluice.api.http import JSONResponse
 from sluice.api.middleware import RequestContext
 from sluice.api.openai import OpenAIRoutes
-from sluice.gateway import Gateway
+from sluice.gateway import METRICS_CONTENT_TYPE, Gateway
 
 
 def create_app(gateway: Gateway, *, max_body_bytes: int = 32 * 1024 * 1024, access_log: bool = True,
@@ -33,6 +33,7 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = 32 * 1024 * 1024, acce
         Route("/health/liveliness", health.liveness, methods=["GET"]),
         Route("/health/readiness", health.readiness, methods=["GET"]),
         Route("/health/deployments", health.deployments, methods=["GET"]),
+        Route("/metrics", _metrics(gateway), methods=["GET"]),
     ]
     if runtime is not None:
         from sluice.api.admin import admin_routes, create_admin_app
@@ -70,6 +71,14 @@ class HotPaths:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _metrics(gateway: Gateway):
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition; like /health, unauthenticated (bind to a private interface)."""
+        return Response(gateway.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    return metrics
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -32,6 +32,7 @@ import logging
 import math
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -228,6 +229,9 @@ class CapacityQueue:
     def waiting(self, alias: str) -> int:
         return len(self._heaps.get(alias, ()))
 
+    def waiting_by_alias(self) -> dict[str, int]:
+        return {alias: len(heap) for alias, heap in self._heaps.items()}
+
     def notify(self, alias: str) -> None:
         """Capacity was given back here: let the head try at once."""
         heap = self._heaps.get(alias)
@@ -286,7 +290,10 @@ class Limits:
         self.capacity = capacity or {}
         self.shared = shared  # a Redis limiter: apply the failure policy and its timeout
         self.queue = CapacityQueue(settings.queue.max_size, settings.queue.max_wait)
-        self.failures = 0  # limiter round trips that failed (exported as a metric)
+        # Plain counters, exported by sluice.observability.metrics when scraped.
+        self.failures = 0  # limiter round trips that failed or timed out
+        self.refusals: Counter[str] = Counter()  # by error code
+        self.alerts = 0  # calls that crossed a budget's alert threshold
         self._last_failure_log = 0.0
 
     def applies(self, principal: Any, end_user: str | None, alias: str) -> bool:
@@ -350,7 +357,9 @@ class Limits:
         except LimiterUnavailable:
             return self._limiter_down()
         if not res.ok:
-            raise refusal(planned, res, now)
+            err = refusal(planned, res, now)
+            self.refusals[err.code or "rate_limit"] += 1
+            raise err
         admission = Admission(demand, planned, res, lambda: self.queue.notify(demand.alias))
         self._soft_warnings(admission, planned, res)
         return admission
@@ -407,6 +416,7 @@ class Limits:
     def _limiter_down(self) -> Admission | None:
         if self.settings.redis_failure == "open":
             return None
+        self.refusals["limiter_unavailable"] += 1
         raise GatewayError("overloaded", "The rate limiter is unavailable, and this gateway refuses calls it cannot "
                            "count (limits.redis_failure: closed). Please try again shortly.",
                            status=503, code="limiter_unavailable", retry_after=1.0)
@@ -421,6 +431,7 @@ class Limits:
                 admission.warnings.append(f"{rule.label} has passed its alert threshold (${rule.soft_usd:.2f})")
                 admission.headers["x-sluice-budget-warning"] = admission.warnings[-1]
                 if used - p.check.amount < to_nano(rule.soft_usd):  # this call crossed it
+                    self.alerts += 1
                     log.warning("budget alert threshold reached", extra={
                         "budget_id": rule.id, "scope": rule.scope, "subject": rule.subject,
                         "soft_usd": rule.soft_usd, "max_usd": rule.max_usd})

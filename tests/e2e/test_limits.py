@@ -180,3 +180,19 @@ async def test_capacity_queue_waits_then_refuses_with_retry_after(fleet, sdk):
     results = await asyncio.gather(*(chat(next(spread), model="capped") for _ in range(5)))
     assert sum(ok for ok, _ in results) == 3
     assert {code for ok, code in results if not ok} == {"rate_limit_exceeded"}
+
+
+async def test_a_stream_the_client_leaves_settles_to_what_was_sent(fleet, sdk):
+    key = await admin(fleet[0].url, "POST", "/keys", json={"name": "leaver", "limits": {"tpm": 100_000}})
+    client = clients(sdk, fleet, key["key"])[0]
+    stream = await client.chat.completions.create(model="slow-stream", messages=[{"role": "user", "content": WORDS}],
+                                                  max_tokens=1000, stream=True)
+    async for _chunk in stream:
+        break  # the first chunk arrived; the client goes away
+    await stream.close()
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        used = (await admin(fleet[1].url, "GET", f"/keys/{key['id']}"))["limits_status"]["limits"]["tpm"]["used"]
+        if used < 1000:
+            break
+    assert 0 < used < 100  # the prompt and what was streamed, not the 1000 reserved for the answer

@@ -1,0 +1,97 @@
+"""Issue 5, point 6: the limiter's Redis goes away and comes back, under both failure policies.
+
+The test runs a Redis server of its own (the machine's ``redis-server`` binary, on a free port)
+so that it can stop it without touching the shared one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+
+import aiohttp
+import openai
+import pytest
+
+from sluice.config import parse_config
+from sluice.server import start
+from tests.e2e.conftest import MASTER_KEY, gateway_config
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
+HI = [{"role": "user", "content": "hi"}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    def __init__(self, port: int) -> None:
+        self.port, self.proc = port, None
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", self.port)
+                w.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(5)
+            self.proc = None
+
+
+async def call(client: openai.AsyncOpenAI) -> str:
+    try:
+        await client.chat.completions.create(model="gpt-mock", messages=HI, max_tokens=3)
+        return "ok"
+    except openai.RateLimitError:
+        return "limited"
+    except openai.APIStatusError as exc:
+        return f"{exc.status_code}:{exc.body.get('code') if isinstance(exc.body, dict) else exc.body}"
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_limiter_follows_its_failure_policy_and_recovers(policy, mock, pg_url, tmp_path, sdk):
+    redis = PrivateRedis(free_port())
+    await redis.start()
+    raw = gateway_config(mock.url, pg_url, str(tmp_path / "spill.jsonl"))
+    raw["redis"] = {"url": f"redis://127.0.0.1:{redis.port}/0", "prefix": "outage"}
+    raw["limits"] = {"redis_failure": policy, "redis_timeout": 0.3}
+    raw["routing"]["circuit_breaker"] = {"enabled": False}
+    gw = await start(parse_config(raw), "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {MASTER_KEY}"}) as s:
+            async with s.post(f"{gw.url}/admin/keys", json={"name": "outage", "limits": {"rpm": 2}}) as r:
+                key = await r.json()
+        client = sdk.openai(f"{gw.url}/v1", key["key"], timeout=10)
+        assert [await call(client) for _ in range(3)] == ["ok", "ok", "limited"]
+
+        redis.stop()
+        during = [await call(client) for _ in range(3)]
+        if policy == "open":
+            assert during == ["ok", "ok", "ok"]  # let through, uncounted
+        else:
+            assert during == ["503:limiter_unavailable"] * 3
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{gw.url}/metrics") as r:
+                metrics = await r.text()
+        assert f'sluice_limiter_unavailable_total{{policy="{policy}"}} 3.0' in metrics
+
+        await redis.start()  # empty: it keeps nothing on disk
+        await asyncio.sleep(0.2)
+        assert [await call(client) for _ in range(3)] == ["ok", "ok", "limited"]
+    finally:
+        await gw.stop()
+        redis.stop()
