@@ -38,13 +38,19 @@ models:
   bench:
     deployments:
 {deployments}
-"""
+{extra}"""
 
 
 def _deployments() -> str:
     """BENCH_DEPLOYMENTS=N spreads the alias over N deployments (same upstream) to measure routing cost."""
     n = int(os.environ.get("BENCH_DEPLOYMENTS", "1"))
     return "\n".join(f"      - {{provider: mock, model: bench-model, name: mock-{i}}}" for i in range(n))
+
+
+def _extra_yaml() -> str:
+    """BENCH_REDIS_URL shares state (and the limiter) through Redis, as a fleet would."""
+    url = os.environ.get("BENCH_REDIS_URL")
+    return f"redis:\n  url: {url}\n  prefix: bench\n" if url else ""
 
 
 def free_port() -> int:
@@ -116,7 +122,7 @@ def start_sluice(upstream: Proc, logdir: Path, cpus: set[int] | None, access_log
     config = logdir / f"{name}.yaml"
     config.write_text(SLUICE_YAML.format(access_log=str(access_log).lower(), upstream_port=upstream.port,
                                          master_key=MASTER_KEY, logdir=logdir.resolve() / name,
-                                         deployments=_deployments(),
+                                         deployments=_deployments(), extra=_extra_yaml(),
                                          database_url=os.environ.get("BENCH_DATABASE_URL")
                                          or f"sqlite:///{logdir.resolve() / name}/sluice.db"))
     (logdir / name).mkdir(parents=True, exist_ok=True)
@@ -132,11 +138,18 @@ MASTER_KEY = "sk-bench-" + "0123456789abcdef" * 3
 
 
 def issue_key(proc: Proc) -> str:
-    """A virtual key from the admin API: the load then exercises key lookup and the ledger."""
+    """A virtual key from the admin API: the load then exercises key lookup and the ledger.
+
+    BENCH_KEY_LIMITS (a JSON limits object, e.g. '{"rpm": 100000000, "tpm": 1000000000}') gives
+    the key limits far above the load, so the limits stage runs on every call but never refuses.
+    """
     import json
     import urllib.request
 
-    req = urllib.request.Request(f"{proc.url}/admin/keys", data=json.dumps({"name": "bench"}).encode(),
+    spec: dict = {"name": "bench"}
+    if os.environ.get("BENCH_KEY_LIMITS"):
+        spec["limits"] = json.loads(os.environ["BENCH_KEY_LIMITS"])
+    req = urllib.request.Request(f"{proc.url}/admin/keys", data=json.dumps(spec).encode(),
                                  headers={"authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local URL
         return json.loads(resp.read())["key"]

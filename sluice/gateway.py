@@ -149,8 +149,8 @@ class Gateway:
     async def close(self) -> None:
         if self.prober is not None:
             await self.prober.close()
-        if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
+        if self._settling:  # let the last calls' settlements land (bounded: the limiter may be down)
+            await asyncio.wait(self._settling, timeout=5)
         if self.limits is not None:
             await self.limits.close()
         await self.router.pool.close()
@@ -336,6 +336,8 @@ class Gateway:
                 tokens_in, tokens_out = tokens_in + lu.input_tokens, tokens_out + lu.output_tokens
                 cost += self._cost(loser.deployment, loser.upstream_model, lu.input_tokens, lu.output_tokens,
                                    lu.cached_tokens)
+        if admission.settle_nowait(tokens_in, tokens_out, cost):
+            return
         task = asyncio.ensure_future(self._settle_quietly(admission, tokens_in, tokens_out, cost, call.request_id))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)

@@ -24,7 +24,8 @@ from sluice.policies.jwt import JWTVerifier
 from sluice.store.db import Database
 from sluice.store.circuit_redis import RedisCircuitStore
 from sluice.store.events import Events, LocalEvents, RedisEvents
-from sluice.store.redis import blocking_redis_client, redis_client
+from sluice.store.redis import redis_client
+from sluice.store.resp import PipelinedRedis
 from sluice.store.migrate import upgrade
 
 log = logging.getLogger("sluice.runtime")
@@ -94,9 +95,8 @@ async def build_limits(config: Config, db: Database, events: Events, redis_url: 
     if shared and not redis_url:
         raise ValueError("limits.backend is 'redis' but no redis.url (or SLUICE_REDIS_URL) is set")
     if shared:
-        client = blocking_redis_client(redis_url, name="sluice-limits", socket_timeout=settings.redis_timeout,
-                                       wait=settings.redis_timeout)
-        limiter = RedisLimiter(client, config.redis.prefix)
+        # One pipelined connection: a limiter round trip costs microseconds of CPU, not a pool checkout.
+        limiter = RedisLimiter(PipelinedRedis(redis_url), config.redis.prefix)
     else:
         limiter = LocalLimiter()
     budgets = BudgetBook(db, refresh=settings.budget_refresh)

@@ -97,17 +97,21 @@ def _get(limits: Any, name: str) -> int | None:
     return limits.get(name) if isinstance(limits, dict) else getattr(limits, name, None)
 
 
-def rate_checks(prefix: str, owner: str, limits: Any, demand: Demand, *, queueable: bool = False) -> list[Planned]:
-    """The checks one limits object (a dict from the database or a config model) asks for."""
+def rate_templates(prefix: str, limits: Any) -> list[tuple[str, int, float, str]]:
+    """(key, limit, window, measure) of each limit a limits object (a dict from the database or
+    a config model) sets."""
     out = []
     for name, measure in _MEASURES:
         limit = _get(limits, name)
-        if limit is None:
-            continue
-        window = 0.0 if measure == "concurrency" else WINDOW
-        out.append(Planned(Check(f"{prefix}:{name}", int(limit), window, _amount(measure, demand)), measure,
-                           owner, queueable))
+        if limit is not None:
+            out.append((f"{prefix}:{name}", int(limit), 0.0 if measure == "concurrency" else WINDOW, measure))
     return out
+
+
+def rate_checks(prefix: str, owner: str, limits: Any, demand: Demand, *, queueable: bool = False) -> list[Planned]:
+    """The checks one limits object asks for, charged with ``demand``."""
+    return [Planned(Check(key, limit, window, _amount(measure, demand)), measure, owner, queueable)
+            for key, limit, window, measure in rate_templates(prefix, limits)]
 
 
 def _safe(value: str) -> str:
@@ -133,11 +137,8 @@ class Admission:
     def holds_gauges(self) -> bool:
         return any(p.measure == "concurrency" for p in self.planned)
 
-    async def settle(self, input_tokens: int | None, output_tokens: int | None, cost_usd: float | None) -> None:
-        """Charge what the call really used; ``None`` keeps that part of the reservation as is."""
-        if self._done or self.reservation is None:
-            return
-        self._done = True
+    def _amounts(self, input_tokens: int | None, output_tokens: int | None,
+                 cost_usd: float | None) -> list[int | None]:
         amounts: list[int | None] = []
         for p in self.planned:
             if p.measure == "tokens":
@@ -151,6 +152,31 @@ class Admission:
                 amounts.append(None if cost_usd is None else to_nano(cost_usd))
             else:
                 amounts.append(None)
+        return amounts
+
+    def settle_nowait(self, input_tokens: int | None, output_tokens: int | None, cost_usd: float | None) -> bool:
+        """Settle at once when the limiter is in this process (no task, no await); False when
+        it must be awaited (``settle``)."""
+        settle_now = getattr(self.reservation, "settle_now", None)
+        if settle_now is None:
+            return self._done or self.reservation is None
+        if not self._done:
+            self._done = True
+            amounts = self._amounts(input_tokens, output_tokens, cost_usd)
+            if any(a is not None for a in amounts):
+                settle_now(amounts)
+            if self.holds_gauges:
+                self.reservation.release_now()  # type: ignore[union-attr]
+                if self._on_release is not None:
+                    self._on_release()
+        return True
+
+    async def settle(self, input_tokens: int | None, output_tokens: int | None, cost_usd: float | None) -> None:
+        """Charge what the call really used; ``None`` keeps that part of the reservation as is."""
+        if self._done or self.reservation is None:
+            return
+        self._done = True
+        amounts = self._amounts(input_tokens, output_tokens, cost_usd)
         try:
             if any(a is not None for a in amounts):
                 await self.reservation.settle(amounts)
@@ -290,6 +316,7 @@ class Limits:
         self.capacity = capacity or {}
         self.shared = shared  # a Redis limiter: apply the failure policy and its timeout
         self.queue = CapacityQueue(settings.queue.max_size, settings.queue.max_wait)
+        self._template_cache: dict[tuple[int, str], tuple[Any, list]] = {}
         # Plain counters, exported by sluice.observability.metrics when scraped.
         self.failures = 0  # limiter round trips that failed or timed out
         self.refusals: Counter[str] = Counter()  # by error code
@@ -304,25 +331,41 @@ class Limits:
 
     def plan(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand,
              now: datetime) -> list[Planned]:
-        alias = demand.alias
-        planned: list[Planned] = []
-        for scope, subject_id, limits in getattr(principal, "limits", ()) or ():
-            prefix, owner = f"{scope[0]}:{subject_id}", f"{scope} {subject_id}"
-            planned += rate_checks(prefix, owner, limits, demand)
-            per_model = (limits.get("models") or {}).get(alias) if isinstance(limits, dict) else None
-            if per_model:
-                planned += rate_checks(f"{prefix}:m:{_safe(alias)}", f"{owner} on model {alias}", per_model, demand)
+        planned = [Planned(Check(key, limit, window, _amount(measure, demand)), measure, owner, queueable)
+                   for key, limit, window, measure, owner, queueable in self._templates(principal, demand.alias)]
         if end_user and self.settings.end_user is not None:
             planned += rate_checks(f"e:{_safe(end_user)}", f"end user {end_user}", self.settings.end_user, demand)
-        model_limits = self.settings.models.get(alias)
-        if model_limits is not None:
-            planned += rate_checks(f"m:{_safe(alias)}", f"model {alias}", model_limits, demand, queueable=True)
-        capacity = self.capacity.get(alias)
-        if capacity:
-            planned += rate_checks(f"cap:{_safe(alias)}", f"the capacity of model {alias}", capacity, demand,
-                                   queueable=True)
         planned += self._budget_checks(principal, end_user, tags, demand, now)
         return planned
+
+    def _templates(self, principal: Any, alias: str) -> list[tuple[str, int, float, str, str, bool]]:
+        """The caller's and the model's limits for ``alias``, worked out once per (limits, alias):
+        a principal comes from the auth cache, so its ``limits`` tuple is the same object on every
+        call until the key, user or team changes."""
+        scoped = getattr(principal, "limits", ()) or ()
+        slot = (id(scoped), alias)
+        cached = self._template_cache.get(slot)
+        if cached is not None and cached[0] is scoped:
+            return cached[1]
+        out: list[tuple[str, int, float, str, str, bool]] = []
+        for scope, subject_id, limits in scoped:
+            prefix, owner = f"{scope[0]}:{subject_id}", f"{scope} {subject_id}"
+            out += [(*t, owner, False) for t in rate_templates(prefix, limits)]
+            per_model = (limits.get("models") or {}).get(alias) if isinstance(limits, dict) else None
+            if per_model:
+                out += [(*t, f"{owner} on model {alias}", False)
+                        for t in rate_templates(f"{prefix}:m:{_safe(alias)}", per_model)]
+        model_limits = self.settings.models.get(alias)
+        if model_limits is not None:
+            out += [(*t, f"model {alias}", True) for t in rate_templates(f"m:{_safe(alias)}", model_limits)]
+        capacity = self.capacity.get(alias)
+        if capacity:
+            out += [(*t, f"the capacity of model {alias}", True)
+                    for t in rate_templates(f"cap:{_safe(alias)}", capacity)]
+        if len(self._template_cache) > 10_000:
+            self._template_cache.clear()
+        self._template_cache[slot] = (scoped, out)
+        return out
 
     def _budget_checks(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand,
                        now: datetime) -> list[Planned]:

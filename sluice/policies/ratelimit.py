@@ -36,13 +36,14 @@ await while mutating, so the event loop makes each call atomic. The Redis implem
 
 from __future__ import annotations
 
-import heapq
+import bisect
 import itertools
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Union, runtime_checkable
 
 from sluice.store.ratelimit_redis import RedisLimiter, RedisReservation
 
@@ -123,43 +124,65 @@ class Limiter(Protocol):
                       seeder: Seeder | None = None) -> Reservation: ...
 
 
-class _Entry:
-    __slots__ = ("amount", "live")
-
-    def __init__(self, amount: int) -> None:
-        self.amount = amount
-        self.live = True
-
-
 class _Log:
-    """One key's entries in a heap by expiry score, and their running total."""
+    """One sliding-window key: entries oldest first, and their running total.
 
-    __slots__ = ("heap", "newest", "total")
+    Entries are ``(expiry, seq)`` tuples of plain numbers and amounts live in a ``seq → amount``
+    dict, so a busy window (a million entries at high rates) adds no objects for the cyclic
+    garbage collector to walk. A key has one window, so expiries arrive in order and a deque
+    replaces a heap; an out-of-order ``now`` (tests, replays) is inserted in place.
+    """
+
+    __slots__ = ("amounts", "entries", "newest", "total")
 
     def __init__(self) -> None:
-        self.heap: list[tuple[float, int, _Entry]] = []
+        self.entries: deque[tuple[float, int]] = deque()
+        self.amounts: dict[int, int] = {}
         self.total = 0
-        self.newest = 0.0  # the latest expiry ever pushed: when the log will be empty
+        self.newest = 0.0  # the latest expiry: when the log will be empty
 
     def purge(self, cutoff: float) -> None:
-        while self.heap and self.heap[0][0] <= cutoff:
-            entry = heapq.heappop(self.heap)[2]
-            if entry.live:
-                self.total -= entry.amount
-                entry.live = False
+        entries, amounts = self.entries, self.amounts
+        while entries and entries[0][0] <= cutoff:
+            amount = amounts.pop(entries.popleft()[1], None)
+            if amount is not None:
+                self.total -= amount
+
+    def add(self, expiry: float, seq: int, amount: int) -> None:
+        if not self.entries or expiry >= self.entries[-1][0]:
+            self.entries.append((expiry, seq))
+        else:
+            bisect.insort(self.entries, (expiry, seq))
+        self.amounts[seq] = amount
+        self.total += amount
+        self.newest = max(self.newest, expiry)
 
     def wait_for(self, need: int, now: float) -> float:
-        """Seconds until entries worth ``need`` have expired (scores are expiry times)."""
+        """Seconds until entries worth ``need`` have expired."""
         freed = 0
-        for score, _, entry in sorted(self.heap, key=lambda item: (item[0], item[1])):
-            if entry.live:
-                freed += entry.amount
-                if freed >= need:
-                    return max(score - now, 0.0)
+        for expiry, seq in self.entries:
+            freed += self.amounts.get(seq, 0)
+            if freed >= need:
+                return max(expiry - now, 0.0)
         return math.inf
 
     def reset(self, now: float) -> float:
-        return max(self.newest - now, 0.0) if self.heap else 0.0
+        return max(self.newest - now, 0.0) if self.entries else 0.0
+
+
+class _Gauge:
+    """Holders in flight: ``seq → (lease expiry, amount)``. Released holders leave at once, so
+    the dict holds at most ``limit`` entries; expired leases are swept only when a check fails."""
+
+    __slots__ = ("holders", "total")
+
+    def __init__(self) -> None:
+        self.holders: dict[int, tuple[float, int]] = {}
+        self.total = 0
+
+    def purge(self, cutoff: float) -> None:
+        for seq in [seq for seq, (expiry, _) in self.holders.items() if expiry <= cutoff]:
+            self.total -= self.holders.pop(seq)[1]
 
 
 class _Counter:
@@ -171,49 +194,58 @@ class _Counter:
         self.total, self.ends = total, ends
 
 
+_Slot = Union[_Log, _Gauge, _Counter]
+
+
 class LocalReservation:
     __slots__ = ("_held", "checks", "failed", "ok", "remaining", "reset", "retry_after")
 
     def __init__(self, checks: tuple[Check, ...], failed: int | None, retry_after: float,
-                 remaining: tuple[int, ...], reset: tuple[float, ...],
-                 held: list[tuple[_Log, _Entry | None]]) -> None:
+                 remaining: tuple[int, ...], reset: tuple[float, ...], held: list[list]) -> None:
         self.ok = failed is None
         self.checks, self.failed, self.retry_after = checks, failed, retry_after
         self.remaining, self.reset = remaining, reset
-        self._held = held
+        self._held = held  # [slot, seq, amount charged] per check; seq 0 = nothing charged
 
     async def settle(self, amounts: Sequence[int | None]) -> None:
+        self.settle_now(amounts)
+
+    def settle_now(self, amounts: Sequence[int | None]) -> None:
+        """``settle`` without awaiting: the in-process limiter never waits."""
         if len(amounts) != len(self.checks):
             raise ValueError("settle needs one amount (or None) per check")
-        for (log, entry), amount in zip(self._held, amounts, strict=True):
-            if amount is None or entry is None or not entry.live:
+        for held, amount in zip(self._held, amounts, strict=True):
+            slot, seq, charged = held
+            if amount is None or not seq:
                 continue
-            log.total += amount - entry.amount
-            entry.amount = amount
+            if isinstance(slot, _Log):
+                current = slot.amounts.get(seq)
+                if current is None:  # the entry already left the window: its usage no longer counts
+                    continue
+                slot.amounts[seq] = amount
+            slot.total += amount - charged
+            held[2] = amount
 
     async def release(self) -> None:
-        for (log, entry), check in zip(self._held, self.checks, strict=True):
-            if check.gauge and entry is not None and entry.live:
-                log.total -= entry.amount
-                entry.live = False  # stays in the heap until its lease score passes
+        self.release_now()
+
+    def release_now(self) -> None:
+        for slot, seq, _ in self._held:
+            if isinstance(slot, _Gauge) and seq:
+                holder = slot.holders.pop(seq, None)
+                if holder is not None:
+                    slot.total -= holder[1]
 
 
 class LocalLimiter:
     """``Limiter`` for one process; ``clock`` is the time source when ``now`` is not given."""
 
     def __init__(self, *, lease: float = DEFAULT_LEASE, clock: Callable[[], float] = time.monotonic) -> None:
-        self._logs: dict[str, _Log] = {}
+        self._slots: dict[str, _Log | _Gauge] = {}
         self._counters: dict[str, _Counter] = {}
         self._lease = lease
         self._clock = clock
-        self._seq = itertools.count()
-
-    def _log(self, key: str, now: float) -> _Log:
-        log = self._logs.get(key)
-        if log is None:
-            log = self._logs[key] = _Log()
-        log.purge(now)  # scores are expiry times, for windows and gauges alike
-        return log
+        self._seq = itertools.count(1)
 
     def _counter(self, check: Check, now: float) -> _Counter | None:
         counter = self._counters.get(check.key)
@@ -224,69 +256,89 @@ class LocalLimiter:
             counter = self._counters[check.key] = _Counter(check.seed, now + (check.period or math.inf))
         return counter
 
+    def _slot(self, check: Check, now: float) -> _Slot:
+        if check.period is not None:
+            return self._counter(check if check.seed is not None else replace(check, seed=0), now)  # type: ignore
+        slot = self._slots.get(check.key)
+        if slot is None:
+            slot = self._slots[check.key] = _Gauge() if check.window == 0 else _Log()
+        if isinstance(slot, _Log):
+            slot.purge(now)
+        return slot
+
     async def reserve(self, checks: Sequence[Check], now: float | None = None,
                       seeder: Seeder | None = None) -> LocalReservation:
         checks = tuple(checks)
         at = self._clock() if now is None else now
-        unseeded = [i for i, c in enumerate(checks) if c.counter and self._counter(c, at) is None]
+        unseeded = [i for i, c in enumerate(checks) if c.period is not None and self._counter(c, at) is None]
         if unseeded:
             checks = await seeded(checks, unseeded, seeder)
             at = self._clock() if now is None else now  # the seeder awaited: time moved on
-        if next(self._seq) % 4096 == 0:
-            self._sweep(at)
-        return self._reserve(checks, at)
+        return self.reserve_now(checks, at)
 
-    def _sweep(self, now: float) -> None:
-        """Drop counters of ended periods that nobody asked about again."""
-        for key in [k for k, c in self._counters.items() if c.ends <= now]:
-            del self._counters[key]
-
-    def _reserve(self, checks: tuple[Check, ...], now: float) -> LocalReservation:
+    def reserve_now(self, checks: tuple[Check, ...], now: float) -> LocalReservation:
         """Synchronous: nothing else runs between reading the totals and charging them."""
-        slots: list[_Log | _Counter] = [
-            self._counter(c if c.seed is not None else replace(c, seed=0), now) if c.counter  # type: ignore[misc]
-            else self._log(c.key, now) for c in checks]
+        if next(self._seq) % 4096 == 0:
+            self._sweep(now)
+        slots: list[_Slot] = []
         failed, retry = None, 0.0
-        for i, (check, slot) in enumerate(zip(checks, slots, strict=True)):
+        for i, check in enumerate(checks):
+            slot = self._slot(check, now)
+            slots.append(slot)
+            if slot.total + check.amount > check.limit and isinstance(slot, _Gauge):
+                slot.purge(now)  # expired leases of holders that never came back
             if slot.total + check.amount > check.limit:
                 wait = self._wait(check, slot, now)
                 if failed is None or wait > retry:
                     failed, retry = i, wait
-        held: list[tuple[_Log | _Counter, _Entry | None]] = []
-        if failed is None:
-            for check, slot in zip(checks, slots, strict=True):
-                held.append((slot, self._charge(slot, check, now)))
-        remaining = tuple(max(c.limit - slot.total, 0) for c, slot in zip(checks, slots, strict=True))
-        reset = tuple(self._reset(c, slot, now) for c, slot in zip(checks, slots, strict=True))
+        held: list[list] = []
+        remaining, reset = [], []
         for check, slot in zip(checks, slots, strict=True):
-            if isinstance(slot, _Log) and not slot.heap:
-                self._logs.pop(check.key, None)
-        return LocalReservation(checks, failed, retry, remaining, reset, held)  # type: ignore[arg-type]
+            if failed is None:
+                held.append([slot, self._charge(slot, check, now), check.amount])
+            remaining.append(max(check.limit - slot.total, 0))
+            if isinstance(slot, _Log):
+                reset.append(slot.reset(now))
+                if not slot.entries:
+                    self._slots.pop(check.key, None)
+            elif isinstance(slot, _Counter):
+                reset.append(max(slot.ends - now, 0.0))
+            else:
+                reset.append(0.0)
+        res = LocalReservation(checks, failed, retry, tuple(remaining), tuple(reset), held)
+        return res
+
+    def _sweep(self, now: float) -> None:
+        """Drop counters of ended periods and idle gauges that nobody asked about again."""
+        for key in [k for k, c in self._counters.items() if c.ends <= now]:
+            del self._counters[key]
+        for key in [k for k, g in self._slots.items() if isinstance(g, _Gauge) and not g.holders]:
+            del self._slots[key]
 
     @staticmethod
-    def _wait(check: Check, slot: _Log | _Counter, now: float) -> float:
+    def _wait(check: Check, slot: _Slot, now: float) -> float:
         if check.amount > check.limit:
             return math.inf
         if isinstance(slot, _Counter):
             return max(slot.ends - now, 0.0)
+        if isinstance(slot, _Gauge):
+            expiries = sorted(expiry for expiry, _ in slot.holders.values())
+            need = slot.total + check.amount - check.limit
+            return max(expiries[need - 1] - now, 0.0) if 0 < need <= len(expiries) else math.inf
         return slot.wait_for(slot.total + check.amount - check.limit, now)
 
-    @staticmethod
-    def _reset(check: Check, slot: _Log | _Counter, now: float) -> float:
-        if isinstance(slot, _Counter):
-            return max(slot.ends - now, 0.0)
-        return 0.0 if check.gauge else slot.reset(now)
-
-    def _charge(self, slot: _Log | _Counter, check: Check, now: float) -> _Entry | None:
+    def _charge(self, slot: _Slot, check: Check, now: float) -> int:
         if check.amount == 0:
-            return None
-        entry = _Entry(check.amount)
-        slot.total += check.amount
+            return 0
+        seq = next(self._seq)
         if isinstance(slot, _Log):
-            expiry = now + (self._lease if check.gauge else check.window)
-            heapq.heappush(slot.heap, (expiry, next(self._seq), entry))
-            slot.newest = max(slot.newest, expiry)
-        return entry
+            slot.add(now + check.window, seq, check.amount)
+        elif isinstance(slot, _Gauge):
+            slot.holders[seq] = (now + self._lease, check.amount)
+            slot.total += check.amount
+        else:
+            slot.total += check.amount
+        return seq
 
 
 __all__ = ["Check", "Limiter", "Seeder", "LocalLimiter", "LocalReservation", "RedisLimiter", "RedisReservation",

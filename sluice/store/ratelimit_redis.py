@@ -27,6 +27,7 @@ vanish by themselves.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -173,6 +174,9 @@ def _kind(check: CheckLike) -> str:
     return "2" if check.period is not None else "1" if check.window == 0 else "0"
 
 
+_BATCH = 128  # adjustments per script call (each touches one or a few key pairs)
+
+
 def _num(value: float) -> str:
     return repr(float(value))
 
@@ -198,7 +202,7 @@ class RedisReservation:
         await self._adjust(wanted)
 
     async def release(self) -> None:
-        await self._adjust({i: 0 for i, c in enumerate(self.checks) if c.window == 0})
+        await self._adjust({i: 0 for i, c in enumerate(self.checks) if c.window == 0 and c.period is None})
 
     async def _adjust(self, wanted: dict[int, int]) -> None:
         keys: list[str] = []
@@ -215,7 +219,7 @@ class RedisReservation:
             args += [old, new or "", str(amount - int(held)), str(self._limiter.ttl_ms(self.checks[i]))]
             self._members[i] = new
         if keys:
-            await self._limiter.run(keys, args)
+            await self._limiter.adjust(keys, args[1:])
 
 
 class RedisLimiter:
@@ -226,10 +230,52 @@ class RedisLimiter:
         self._tag = "{" + (tag or f"{prefix}:rl") + "}"
         self._lease = lease
         self._script = client.register_script(_SCRIPT)
+        self._pending: list[tuple[list[str], list[str], asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
 
     @property
     def client(self) -> Any:
         return self._client
+
+    async def adjust(self, keys: list[str], args: list[str]) -> None:
+        """Settle or release entries. Adjustments that arrive together (under load: many calls end
+        in the same few milliseconds) go to Redis as one script call, so settling costs a fraction
+        of a round trip per call. Returns when this adjustment is applied."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((keys, args, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            await self._flush_batches()
+        except asyncio.CancelledError:  # shutting down: nobody may wait forever
+            for _, _, future in self._pending:
+                if not future.done():
+                    future.cancel()
+            self._pending.clear()
+            raise
+
+    async def _flush_batches(self) -> None:
+        await asyncio.sleep(0)  # let the adjustments of this loop iteration join the batch
+        while self._pending:
+            batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+            keys: list[str] = []
+            args: list[str] = ["adjust"]
+            for k, a, _ in batch:
+                keys += k
+                args += a
+            try:
+                await self.run(keys, args)
+            except Exception as exc:  # noqa: BLE001 - each waiter learns of the failure
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
 
     def keys_for(self, key: str) -> list[str]:
         return [f"{self._tag}:l:{key}", f"{self._tag}:n:{key}"]

@@ -31,19 +31,9 @@ def redis_client(url: str, *, name: str | None = None, **overrides: Any) -> aior
     )
 
 
-def blocking_redis_client(url: str, *, name: str | None = None, max_connections: int = 256,
-                          wait: float = 1.0, **overrides: Any) -> aioredis.Redis:
-    """Like ``redis_client``, but a burst beyond ``max_connections`` waits up to ``wait`` seconds
-    for a free connection instead of failing at once (redis-py's default pool raises past 100)."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=wait, decode_responses=False, socket_connect_timeout=5,
-        socket_keepalive=True, health_check_interval=15, client_name=name, **overrides)
-    return aioredis.Redis(connection_pool=pool)
-
-
 def key(prefix: str, *parts: str) -> str:
     """``<prefix>:<part>:<part>…``: every key a Sluice instance writes lives under its prefix."""
     return ":".join((prefix, *parts))
 
 
-__all__ = ["blocking_redis_client", "key", "redis_client"]
+__all__ = ["key", "redis_client"]
