@@ -263,6 +263,25 @@ class LimitsConfig(Strict):
     budget_refresh: float = Field(30.0, gt=0)  # seconds between budget reloads (changes are also pushed)
 
 
+class CacheModelConfig(Strict):
+    enabled: bool = True
+    ttl: float | None = Field(None, gt=0)  # seconds; default cache.ttl
+
+
+class CacheConfig(Strict):
+    """The response cache (off by default): exact matches of deterministic requests."""
+
+    enabled: bool = False
+    backend: Literal["auto", "local", "redis"] = "auto"  # auto: Redis when redis.url is set
+    namespace: Literal["team", "key", "global"] = "team"  # who shares entries
+    ttl: float = Field(3600.0, gt=0)
+    max_temperature: float | None = Field(0.0, ge=0)  # cache only at or below; unset temperature = 1
+    tools: bool = False  # also cache requests that offer tools
+    max_entries: int = Field(10_000, gt=0)  # in-process backend bounds (LRU)
+    max_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    models: dict[str, CacheModelConfig] = Field(default_factory=dict)
+
+
 class LedgerConfig(Strict):
     enabled: bool = True
     batch_size: int = Field(500, gt=0)
@@ -279,6 +298,7 @@ class Config(Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     # Let clients name "<provider>/<upstream model>" directly without declaring an alias.

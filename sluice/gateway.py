@@ -25,6 +25,7 @@ from sluice.observability.ledger import UsageEvent
 from sluice.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from sluice.observability.metrics import GatewayMetrics
 from sluice.policies.auth import Authenticator, Principal
+from sluice.policies.cache import Entry, Plan, Replay, ResponseCache, StreamAssembler
 from sluice.policies.limits import Admission, Demand, Limits
 from sluice.policies.tokens import count_embedding_tokens, encoding_ready, reserve_tokens, warm_up_for
 from sluice.providers.http import HttpPool, Timeouts
@@ -82,6 +83,8 @@ class Call:
     admission: Admission | None = None  # what the limits stage reserved; settled when the call ends
     response_headers: dict[str, str] | None = None  # x-ratelimit-* and other stage reports
     output_chars: int = 0  # streamed text so far: estimates output when a stream ends without usage
+    cache_hit: bool = False
+    cost_saved: float = 0.0  # a cache hit: what the answer cost when it was produced
 
     def fail(self, err: GatewayError) -> None:
         self.status, self.error_kind = err.status, err.kind
@@ -101,6 +104,7 @@ class Gateway:
         self.limits = limits
         self.price = price  # the ledger's pricing function: settles budgets to what a call cost
         self.default_max_tokens = limits.settings.default_max_tokens if limits is not None else 4096
+        self.cache: ResponseCache | None = None  # set by the server when cache.enabled
         self.metrics = GatewayMetrics()
         if limits is not None:
             self.metrics.watch_limits(limits)
@@ -243,8 +247,16 @@ class Gateway:
             req = await self._route(call, req)
             call.end_user = req.user or call.end_user
             await self._reserve(call, req.model, lambda hint: reserve_tokens(req, hint, self.default_max_tokens))
+            plan = self._cache_plan(call, req)
+            if plan is not None and plan.lookup:
+                entry = await self.cache.lookup(plan, req.model)  # type: ignore[union-attr]
+                if entry is not None:
+                    self._serve_hit(call, entry)
+                    return entry.response
             resp = await self.router.chat(req, call.route)
             call.usage = resp.usage
+            if plan is not None and plan.store:
+                self._save(call, plan, resp)
             return resp
         except GatewayError as err:
             call.fail(err)
@@ -254,6 +266,36 @@ class Gateway:
             raise
         finally:
             self._record(call, req.model, "chat", req.user, stream=False)
+
+    # ---- the response cache -----------------------------------------------------------------
+
+    def _cache_plan(self, call: Call, req: ChatRequest) -> Plan | None:
+        if self.cache is None:
+            return None
+        plan = self.cache.plan(req, call.principal, call.headers)
+        if plan is not None:
+            self._set_header(call, "x-sluice-cache", "miss")
+        return plan
+
+    def _serve_hit(self, call: Call, entry: Entry) -> None:
+        call.cache_hit, call.cost_saved = True, entry.cost_usd
+        self._set_header(call, "x-sluice-cache", "hit")
+
+    def _save(self, call: Call, plan: Plan, resp: ChatResponse) -> None:
+        """Store a fresh answer off the response path."""
+        route, usage = call.route, resp.usage or Usage()
+        cost = self._cost(route.deployment, route.upstream_model, usage.input_tokens, usage.output_tokens,
+                          usage.cached_tokens)
+        entry = Entry(response=resp, cost_usd=cost, deployment=route.deployment, upstream_model=route.upstream_model)
+        task = asyncio.ensure_future(self.cache.save(plan, entry))  # type: ignore[union-attr]
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    @staticmethod
+    def _set_header(call: Call, name: str, value: str) -> None:
+        headers = dict(call.response_headers) if call.response_headers else {}
+        headers[name] = value
+        call.response_headers = headers
 
     async def stream(self, call: Call, req: ChatRequest) -> AsyncIterator[list[ChatChunk]]:
         """Errors before the first chunk raise here; later ones are raised by the iterator.
@@ -266,7 +308,15 @@ class Gateway:
             call.end_user = req.user or call.end_user
             await self._reserve(call, routed.model,
                                 lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
-            primed = await self.router.stream(routed, call.route)
+            plan = self._cache_plan(call, routed)
+            entry = None
+            if plan is not None and plan.lookup:
+                entry = await self.cache.lookup(plan, routed.model)  # type: ignore[union-attr]
+            if entry is not None:
+                self._serve_hit(call, entry)
+                primed = Replay(entry.response)
+            else:
+                primed = await self.router.stream(routed, call.route)
         except (GatewayError, asyncio.CancelledError) as err:
             if isinstance(err, GatewayError):
                 call.fail(err)
@@ -275,7 +325,11 @@ class Gateway:
             self._record(call, req.model, "chat", req.user, stream=True)
             raise
         call.first_token_at = time.perf_counter()
-        return MeteredStream(primed, call, lambda: self._record(call, req.model, "chat", req.user, stream=True))
+        saving = None
+        if entry is None and plan is not None and plan.store:
+            saving = (StreamAssembler(), lambda assembled: self._save(call, plan, assembled.response(routed.model)))
+        return MeteredStream(primed, call, lambda: self._record(call, req.model, "chat", req.user, stream=True),
+                             saving)
 
     async def embed(self, call: Call, req: EmbeddingRequest) -> EmbeddingResponse:
         try:
@@ -357,6 +411,8 @@ class Gateway:
             log.warning("could not settle a reservation", exc_info=True, extra={"request_id": request_id})
 
     def _record(self, call: Call, model: str, endpoint: str, user: str | None, stream: bool) -> None:
+        if call.cache_hit:
+            call.usage = None  # the cached answer's usage went to the client; this call used nothing
         p, route, usage = call.principal, call.route, call.usage or Usage()
         if route.deployment and usage.total_tokens:
             self.router.stats.get(route.deployment).add_tokens(usage.total_tokens)  # for usage-aware routing
@@ -377,6 +433,7 @@ class Gateway:
                 ttft_ms=(call.first_token_at - call.started) * 1000 if call.first_token_at else None,
                 error_type=call.error_kind, attempts=route.attempts,
                 fallback=route.attempts > 1 or route.fallback is not None, route=route.describe(),
+                cache_hit=call.cache_hit, cost_saved_usd=call.cost_saved,
             )
             self.record(event)
             if route.hedge_loser is not None:
@@ -388,13 +445,15 @@ class Gateway:
 class MeteredStream:
     """Passes batches through, keeps the latest usage, and records the call exactly once."""
 
-    __slots__ = ("_inner", "_call", "_done", "_finished")
+    __slots__ = ("_inner", "_call", "_done", "_finished", "_saving")
 
-    def __init__(self, inner: PrimedStream, call: Call, done: Callable[[], None]) -> None:
+    def __init__(self, inner: PrimedStream | Replay, call: Call, done: Callable[[], None],
+                 saving: tuple[StreamAssembler, Callable[[StreamAssembler], None]] | None = None) -> None:
         self._inner = inner
         self._call = call
         self._done = done
         self._finished = False
+        self._saving = saving  # (assembler, store): a cacheable stream is stored when it completes
 
     def __aiter__(self) -> "MeteredStream":
         return self
@@ -403,6 +462,9 @@ class MeteredStream:
         try:
             batch = await self._inner.__anext__()
         except StopAsyncIteration:
+            if self._saving is not None and self._call.status == 200:
+                assembler, store = self._saving
+                store(assembler)
             self._finish()
             raise
         except GatewayError as err:
@@ -415,6 +477,10 @@ class MeteredStream:
                 call.usage = chunk.usage
             elif chunk.text:
                 call.output_chars += len(chunk.text)
+        if self._saving is not None:
+            add = self._saving[0].add
+            for chunk in batch:
+                add(chunk)
         return batch
 
     async def aclose(self) -> None:

@@ -18,6 +18,7 @@ from sluice.observability.ledger import Ledger
 from sluice.observability.pricing import make_pricer
 from sluice.policies.auth import Authenticator
 from sluice.policies.budgets import BudgetBook
+from sluice.policies.cache import CacheSettings, ResponseCache
 from sluice.policies.limits import Limits, deployment_capacity
 from sluice.policies.ratelimit import LocalLimiter, RedisLimiter
 from sluice.policies.jwt import JWTVerifier
@@ -26,6 +27,7 @@ from sluice.store.circuit_redis import RedisCircuitStore
 from sluice.store.events import Events, LocalEvents, RedisEvents
 from sluice.store.redis import redis_client
 from sluice.store.resp import PipelinedRedis
+from sluice.store.response_cache import LocalResponseStore, RedisResponseStore
 from sluice.store.migrate import upgrade
 
 log = logging.getLogger("sluice.runtime")
@@ -40,6 +42,7 @@ class Runtime:
     circuit_store: object | None = None  # shared circuit state (Redis); None = in-process
     limits: Limits | None = None
     price: object | None = None  # the ledger's pricing function, for budgets
+    cache: ResponseCache | None = None
 
     @classmethod
     async def open(cls, config: Config) -> "Runtime":
@@ -62,8 +65,9 @@ class Runtime:
         if redis_url:
             circuit_store = RedisCircuitStore(redis_client(redis_url, name="sluice-circuit"), config.redis.prefix)
         limits = await build_limits(config, db, events, redis_url)
+        cache = build_cache(config, redis_url)
         log.info("state ready", extra={"database": db.url.split("@")[-1], "redis": bool(redis_url)})
-        return cls(db, events, auth, ledger, circuit_store, limits, price)
+        return cls(db, events, auth, ledger, circuit_store, limits, price, cache)
 
     async def close(self) -> None:
         """Close everything, in reverse order; one part failing must not leave the rest open."""
@@ -76,6 +80,9 @@ class Runtime:
         if self.ledger is not None:
             steps.append(("ledger", self.ledger.close))
         steps += [("auth", self.auth.close), ("events", self.events.close)]
+        cache_client = getattr(self.cache.store, "client", None) if self.cache is not None else None
+        if cache_client is not None:
+            steps.append(("cache client", cache_client.aclose))
         if self.circuit_store is not None:
             steps.append(("circuit store", self.circuit_store.client.aclose))
         steps.append(("database", self.db.close))
@@ -103,6 +110,23 @@ async def build_limits(config: Config, db: Database, events: Events, redis_url: 
     await budgets.start(events)
     capacity = {alias: cap for alias, m in config.models.items() if (cap := deployment_capacity(m.deployments))}
     return Limits(limiter, settings, budgets, capacity, shared=shared)
+
+
+def build_cache(config: Config, redis_url: str | None) -> ResponseCache | None:
+    """The response cache, when enabled: in Redis (shared) when configured, else in this process."""
+    c = config.cache
+    if not c.enabled:
+        return None
+    shared = c.backend == "redis" or (c.backend == "auto" and bool(redis_url))
+    if shared and not redis_url:
+        raise ValueError("cache.backend is 'redis' but no redis.url (or SLUICE_REDIS_URL) is set")
+    store = RedisResponseStore(PipelinedRedis(redis_url), config.redis.prefix) if shared else \
+        LocalResponseStore(c.max_entries, c.max_bytes)
+    settings = CacheSettings(
+        namespace=c.namespace, ttl=c.ttl, max_temperature=c.max_temperature, tools=c.tools,
+        model_ttl={alias: m.ttl for alias, m in c.models.items() if m.ttl is not None},
+        disabled_models=frozenset(alias for alias, m in c.models.items() if not m.enabled))
+    return ResponseCache(store, settings, shared=shared)
 
 
 def price_overrides(config: Config) -> dict:

@@ -104,6 +104,7 @@ async def start(config: Config, host: str | None = None, port: int | None = None
                                   record=runtime.ledger.record if runtime.ledger else None,
                                   circuit_store=runtime.circuit_store, limits=runtime.limits,
                                   price=runtime.price)
+    gateway.cache = runtime.cache
     await gateway.start(config)
 
     @contextlib.asynccontextmanager

@@ -15,13 +15,14 @@ from sluice.admin.teams import (TeamSpec, add_member, create_team, delete_team, 
                                 remove_member, update_team)
 from sluice.admin.usage import GROUPS, UsageFilter, usage_csv, usage_report
 from sluice.admin.users import UserSpec, create_user, delete_user, get_user, list_users, update_user
+from sluice.admin.cache import cache_report, purge_cache
 from sluice.policies.auth import Principal
 
 __all__ = [
     "AuditQuery", "BudgetSpec", "DEFAULT_GRACE", "GROUPS", "KeySpec", "Limits", "ModelLimits", "NOT_ADMIN_CALLER",
-    "Principal", "TeamSpec", "UsageFilter", "UserSpec", "add_member", "check_caller", "check_limits",
+    "Principal", "TeamSpec", "UsageFilter", "UserSpec", "add_member", "cache_report", "check_caller", "check_limits",
     "check_priority", "create_budget", "create_key", "create_team", "create_user", "delete_budget", "delete_team",
     "delete_user", "get_budget", "get_key", "get_team", "get_user", "list_budgets", "list_keys", "list_members",
-    "list_teams", "list_users", "parse_duration", "query_audit", "remove_member", "revoke_key", "rotate_key",
+    "list_teams", "list_users", "parse_duration", "purge_cache", "query_audit", "remove_member", "revoke_key", "rotate_key",
     "update_budget", "update_key", "update_team", "update_user", "usage_csv", "usage_report",
 ]

@@ -90,7 +90,7 @@ router = APIRouter(prefix="/admin", responses=ERROR_RESPONSES)
 
 
 def create_admin_app(db: Any, authenticator: SupportsAuthenticate, events: Any | None = None,
-                     limits_view: LimitsView | None = None) -> FastAPI:
+                     limits_view: LimitsView | None = None, cache: Any | None = None) -> FastAPI:
     """``db``: ``sluice.store.db.Database``; ``events``: ``sluice.store.events.Events`` (or None);
     ``limits_view``: live limit and budget figures for key and budget responses (or None)."""
     app = FastAPI(title="Sluice admin API", version="1", docs_url=None, openapi_url="/openapi.json",
@@ -100,6 +100,7 @@ def create_admin_app(db: Any, authenticator: SupportsAuthenticate, events: Any |
                               "Authenticate with `Authorization: Bearer <master key or an admin's key>`.")
     app.state.db, app.state.authenticator, app.state.events = db, authenticator, events
     app.state.limits_view = limits_view
+    app.state.cache = cache  # sluice.policies.cache.ResponseCache, when the cache is enabled
     app.include_router(router)
     _add_docs(app)
     _add_error_handlers(app)
@@ -424,6 +425,25 @@ async def usage_csv(call: CallDep, group_by: str = group_doc, start: datetime | 
                     user_id: str | None = None) -> Response:
     """The same as `/admin/usage?format=csv`."""
     return _csv(await _usage(call, group_by, start, end, key_id, team_id, user_id))
+
+
+@router.get("/cache", tags=["cache"])
+async def cache_report(request: Request, call: CallDep, start: datetime | None = None, end: datetime | None = None,
+                       key_id: str | None = None, team_id: str | None = None,
+                       user_id: str | None = None) -> dict[str, Any]:
+    """The response cache's hit rate and the money it saved, per model, over [start, end) (default:
+    the last 30 days), from the ledger; scoped like `/admin/usage`."""
+    f = admin.UsageFilter("model", _utc(start), _utc(end), key_id, team_id, user_id)
+    return await admin.cache_report(call.db, call.caller, f, request.app.state.cache)
+
+
+@router.delete("/cache", tags=["cache"])
+async def purge_cache(request: Request, call: CallDep, model: str | None = None, team_id: str | None = None,
+                      key_id: str | None = None) -> dict[str, Any]:
+    """Remove cached answers: of one model alias, one team's namespace or one key's (any combination of
+    model with team or key). Admins purge anything; team admins their own team's entries."""
+    return await admin.purge_cache(call.db, call.caller, request.app.state.cache, model=model, team_id=team_id,
+                                   key_id=key_id, request_id=call.request_id)
 
 
 def _csv(report: dict[str, Any]) -> Response:

@@ -39,7 +39,8 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = 32 * 1024 * 1024, acce
         from sluice.api.admin import admin_routes, create_admin_app
 
         routes += admin_routes(create_admin_app(runtime.db, runtime.auth, runtime.events,
-                                                limits_view=getattr(runtime, "limits", None)))
+                                                limits_view=getattr(runtime, "limits", None),
+                                                cache=getattr(runtime, "cache", None)))
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.gateway = gateway

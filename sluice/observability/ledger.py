@@ -67,6 +67,8 @@ class UsageEvent(msgspec.Struct, kw_only=True):
     attempts: int = 1
     fallback: bool = False
     route: str | None = None  # rule / semantic route / hedged / fallback alias, when any applied
+    cache_hit: bool = False  # answered from the response cache
+    cost_saved_usd: float = 0.0  # for a cache hit: what the answer cost when it was produced
     # Filled by the ledger from the price table (or the deployment's override) before writing.
     cost_usd: float = 0.0
     cost_unknown: bool = False

@@ -178,6 +178,10 @@ class UsageRecord(Base):
     fallback: Mapped[bool] = mapped_column(Boolean, default=False)
     # How the call was routed, e.g. "rule=free-tier semantic=code hedged fallback=backup"; None = directly.
     route: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # Answered from Sluice's response cache: costs nothing; cost_saved_usd is what the answer cost
+    # when it was produced.
+    cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
+    cost_saved_usd: Mapped[float] = mapped_column(Float, default=0.0)
 
     __table_args__ = (
         Index("ix_usage_ts", "ts"),

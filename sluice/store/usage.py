@@ -252,6 +252,22 @@ async def query_usage(session: AsyncSession, *, group_by: str, start: datetime, 
     return rows, totals
 
 
+async def cache_stats(session: AsyncSession, *, start: datetime, end: datetime, key_id: str | None = None,
+                      team_id: str | None = None, user_id: str | None = None) -> list[dict[str, Any]]:
+    """Per model alias over [start, end): chat calls, cache hits, what hits saved and what misses cost."""
+    u = UsageRecord
+    where = [*_filters(start, end, key_id, team_id, user_id), u.endpoint == "chat"]
+    hits = func.sum(case((u.cache_hit.is_(True), 1), else_=0))
+    stmt = (select(u.model, func.count().label("requests"), hits.label("hits"),
+                   func.coalesce(func.sum(u.cost_saved_usd), 0.0).label("saved"),
+                   func.coalesce(func.sum(u.cost_usd), 0.0).label("spent"))
+            .where(*where).group_by(u.model).order_by(u.model))
+    return [{"model": r.model, "requests": int(r.requests), "hits": int(r.hits or 0),
+             "hit_rate": round((r.hits or 0) / r.requests, 4) if r.requests else 0.0,
+             "cost_saved_usd": float(r.saved), "cost_usd": float(r.spent)}
+            for r in (await session.execute(stmt)).all()]
+
+
 _SPEND_COLUMN = {"key": "key_id", "team": "team_id", "user": "user_id", "end_user": "end_user", "model": "model"}
 
 
@@ -276,4 +292,4 @@ async def spent_usd(session: AsyncSession, scope: str, subject: str, since: date
     return float(total)
 
 
-__all__ = ["GROUPS", "query_usage", "spent_usd", "utc", "write_usage"]
+__all__ = ["GROUPS", "cache_stats", "query_usage", "spent_usd", "utc", "write_usage"]
