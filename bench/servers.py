@@ -50,7 +50,10 @@ def _deployments() -> str:
 def _extra_yaml() -> str:
     """BENCH_REDIS_URL shares state (and the limiter) through Redis, as a fleet would."""
     url = os.environ.get("BENCH_REDIS_URL")
-    return f"redis:\n  url: {url}\n  prefix: bench\n" if url else ""
+    extra = f"redis:\n  url: {url}\n  prefix: bench\n" if url else ""
+    if os.environ.get("BENCH_CACHE"):  # the response cache (bench/cache.py)
+        extra += "cache:\n  enabled: true\n"
+    return extra
 
 
 def free_port() -> int:

@@ -35,6 +35,39 @@ end
 """
 
 
+_UNIQUE_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+local prefix = [==[%(prefix)s]==]
+local suffix = [==[%(suffix)s]==]
+local threads = 0
+
+setup = function(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+
+init = function(args)
+  counter = 0
+end
+
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, nil, prefix .. tid .. "-" .. counter .. suffix)
+end
+""" + _LUA.split('wrk.body = [==[%(body)s]==]')[1]
+
+
+def unique_body_script(prefix: bytes, suffix: bytes, directory: str) -> str:
+    """A script whose every request differs: ``prefix`` + "<thread>-<n>" + ``suffix`` (cache misses)."""
+    fd, path = tempfile.mkstemp(suffix=".lua", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        f.write(_UNIQUE_LUA % {"prefix": prefix.decode(), "suffix": suffix.decode(), "mark": _MARK,
+                               "token": credentials.TOKEN})
+    return path
+
+
 @dataclass
 class WrkResult:
     rps: float
