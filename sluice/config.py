@@ -268,6 +268,14 @@ class CacheModelConfig(Strict):
     ttl: float | None = Field(None, gt=0)  # seconds; default cache.ttl
 
 
+class SemanticCacheConfig(Strict):
+    """Reuse the answer to a previous prompt that means the same (docs/caching.md: measured precision)."""
+
+    enabled: bool = False
+    threshold: float = Field(0.76, gt=0, le=1)  # cosine similarity, with the lexical guard
+    max_entries: int = Field(10_000, gt=0)  # vectors kept per instance (LRU)
+
+
 class CacheConfig(Strict):
     """The response cache (off by default): exact matches of deterministic requests."""
 
@@ -280,6 +288,7 @@ class CacheConfig(Strict):
     max_entries: int = Field(10_000, gt=0)  # in-process backend bounds (LRU)
     max_bytes: int = Field(256 * 1024 * 1024, gt=0)
     models: dict[str, CacheModelConfig] = Field(default_factory=dict)
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 
 
 class LedgerConfig(Strict):

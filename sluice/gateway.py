@@ -25,7 +25,7 @@ from sluice.observability.ledger import UsageEvent
 from sluice.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from sluice.observability.metrics import GatewayMetrics
 from sluice.policies.auth import Authenticator, Principal
-from sluice.policies.cache import Entry, Plan, Replay, ResponseCache, StreamAssembler
+from sluice.policies.cache import Entry, Plan, Probe, Replay, ResponseCache, SemanticCache, StreamAssembler
 from sluice.policies.limits import Admission, Demand, Limits
 from sluice.policies.tokens import count_embedding_tokens, encoding_ready, reserve_tokens, warm_up_for
 from sluice.providers.http import HttpPool, Timeouts
@@ -105,6 +105,7 @@ class Gateway:
         self.price = price  # the ledger's pricing function: settles budgets to what a call cost
         self.default_max_tokens = limits.settings.default_max_tokens if limits is not None else 4096
         self.cache: ResponseCache | None = None  # set by the server when cache.enabled
+        self.semantic_cache: SemanticCache | None = None  # and cache.semantic.enabled
         self.metrics = GatewayMetrics()
         if limits is not None:
             self.metrics.watch_limits(limits)
@@ -248,15 +249,13 @@ class Gateway:
             call.end_user = req.user or call.end_user
             await self._reserve(call, req.model, lambda hint: reserve_tokens(req, hint, self.default_max_tokens))
             plan = self._cache_plan(call, req)
-            if plan is not None and plan.lookup:
-                entry = await self.cache.lookup(plan, req.model)  # type: ignore[union-attr]
-                if entry is not None:
-                    self._serve_hit(call, entry)
-                    return entry.response
+            entry, probe = await self._cache_lookup(call, req, plan)
+            if entry is not None:
+                return entry.response
             resp = await self.router.chat(req, call.route)
             call.usage = resp.usage
             if plan is not None and plan.store:
-                self._save(call, plan, resp)
+                self._save(call, plan, resp, probe)
             return resp
         except GatewayError as err:
             call.fail(err)
@@ -277,19 +276,48 @@ class Gateway:
             self._set_header(call, "x-sluice-cache", "miss")
         return plan
 
-    def _serve_hit(self, call: Call, entry: Entry) -> None:
-        call.cache_hit, call.cost_saved = True, entry.cost_usd
-        self._set_header(call, "x-sluice-cache", "hit")
+    async def _cache_lookup(self, call: Call, req: ChatRequest, plan: Plan | None) -> tuple[Entry | None, Probe | None]:
+        """The exact entry, else (with the semantic cache on) one for a prompt that means the same."""
+        if plan is None or self.cache is None:
+            return None, None
+        entry = await self.cache.lookup(plan, req.model) if plan.lookup else None
+        if entry is not None:
+            self._serve_hit(call, entry, "hit")
+            return entry, None
+        if self.semantic_cache is None:
+            return None, None
+        try:
+            probe = await self.semantic_cache.probe(req, plan)
+            if probe is not None and plan.lookup:
+                entry = await self.semantic_cache.lookup(self.cache, probe, req.model)
+        except Exception:  # noqa: BLE001 - the semantic layer failing is a miss, never an error
+            log.warning("semantic cache lookup failed", exc_info=True, extra={"request_id": call.request_id})
+            return None, None
+        if entry is not None:
+            self._serve_hit(call, entry, "semantic-hit")
+        return entry, probe
 
-    def _save(self, call: Call, plan: Plan, resp: ChatResponse) -> None:
-        """Store a fresh answer off the response path."""
+    def _serve_hit(self, call: Call, entry: Entry, how: str) -> None:
+        call.cache_hit, call.cost_saved = True, entry.cost_usd
+        self._set_header(call, "x-sluice-cache", how)
+
+    def _save(self, call: Call, plan: Plan, resp: ChatResponse, probe: Probe | None = None) -> None:
+        """Store a fresh answer off the response path (and index its prompt for the semantic cache)."""
         route, usage = call.route, resp.usage or Usage()
         cost = self._cost(route.deployment, route.upstream_model, usage.input_tokens, usage.output_tokens,
                           usage.cached_tokens)
         entry = Entry(response=resp, cost_usd=cost, deployment=route.deployment, upstream_model=route.upstream_model)
-        task = asyncio.ensure_future(self.cache.save(plan, entry))  # type: ignore[union-attr]
+        task = asyncio.ensure_future(self._store_entry(plan, entry, probe))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
+
+    async def _store_entry(self, plan: Plan, entry: Entry, probe: Probe | None) -> None:
+        await self.cache.save(plan, entry)  # type: ignore[union-attr]
+        if probe is not None and self.semantic_cache is not None:
+            try:
+                await self.semantic_cache.remember(probe, plan)
+            except Exception:  # noqa: BLE001
+                log.warning("semantic cache store failed", exc_info=True)
 
     @staticmethod
     def _set_header(call: Call, name: str, value: str) -> None:
@@ -309,11 +337,8 @@ class Gateway:
             await self._reserve(call, routed.model,
                                 lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
             plan = self._cache_plan(call, routed)
-            entry = None
-            if plan is not None and plan.lookup:
-                entry = await self.cache.lookup(plan, routed.model)  # type: ignore[union-attr]
+            entry, probe = await self._cache_lookup(call, routed, plan)
             if entry is not None:
-                self._serve_hit(call, entry)
                 primed = Replay(entry.response)
             else:
                 primed = await self.router.stream(routed, call.route)
@@ -327,7 +352,8 @@ class Gateway:
         call.first_token_at = time.perf_counter()
         saving = None
         if entry is None and plan is not None and plan.store:
-            saving = (StreamAssembler(), lambda assembled: self._save(call, plan, assembled.response(routed.model)))
+            saving = (StreamAssembler(),
+                      lambda assembled: self._save(call, plan, assembled.response(routed.model), probe))
         return MeteredStream(primed, call, lambda: self._record(call, req.model, "chat", req.user, stream=True),
                              saving)
 

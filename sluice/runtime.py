@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class Runtime:
     limits: Limits | None = None
     price: object | None = None  # the ledger's pricing function, for budgets
     cache: ResponseCache | None = None
+    semantic_index: object | None = None  # the semantic cache's vectors (local or Redis-shared)
 
     @classmethod
     async def open(cls, config: Config) -> "Runtime":
@@ -66,8 +68,9 @@ class Runtime:
             circuit_store = RedisCircuitStore(redis_client(redis_url, name="sluice-circuit"), config.redis.prefix)
         limits = await build_limits(config, db, events, redis_url)
         cache = build_cache(config, redis_url)
+        semantic_index = await build_semantic_index(config, redis_url) if cache is not None else None
         log.info("state ready", extra={"database": db.url.split("@")[-1], "redis": bool(redis_url)})
-        return cls(db, events, auth, ledger, circuit_store, limits, price, cache)
+        return cls(db, events, auth, ledger, circuit_store, limits, price, cache, semantic_index)
 
     async def close(self) -> None:
         """Close everything, in reverse order; one part failing must not leave the rest open."""
@@ -80,6 +83,9 @@ class Runtime:
         if self.ledger is not None:
             steps.append(("ledger", self.ledger.close))
         steps += [("auth", self.auth.close), ("events", self.events.close)]
+        if self.semantic_index is not None:
+            close = self.semantic_index.close
+            steps.append(("semantic index", close if asyncio.iscoroutinefunction(close) else _async(close)))
         cache_client = getattr(self.cache.store, "client", None) if self.cache is not None else None
         if cache_client is not None:
             steps.append(("cache client", cache_client.aclose))
@@ -127,6 +133,28 @@ def build_cache(config: Config, redis_url: str | None) -> ResponseCache | None:
         model_ttl={alias: m.ttl for alias, m in c.models.items() if m.ttl is not None},
         disabled_models=frozenset(alias for alias, m in c.models.items() if not m.enabled))
     return ResponseCache(store, settings, shared=shared)
+
+
+async def build_semantic_index(config: Config, redis_url: str | None) -> object | None:
+    """The semantic cache's vectors: shared through Redis when the exact cache is, else in-process."""
+    sem = config.cache.semantic
+    if not sem.enabled:
+        return None
+    from sluice.policies.semantic_cache import RedisSemanticIndex, SemanticIndex
+
+    shared = config.cache.backend == "redis" or (config.cache.backend == "auto" and bool(redis_url))
+    if not shared:
+        return SemanticIndex(threshold=sem.threshold, max_entries=sem.max_entries)
+    index = RedisSemanticIndex(redis_url, config.redis.prefix, threshold=sem.threshold, max_entries=sem.max_entries)
+    await index.start()
+    return index
+
+
+def _async(fn):
+    async def call() -> None:
+        fn()
+
+    return call
 
 
 def price_overrides(config: Config) -> dict:

@@ -105,6 +105,11 @@ async def start(config: Config, host: str | None = None, port: int | None = None
                                   circuit_store=runtime.circuit_store, limits=runtime.limits,
                                   price=runtime.price)
     gateway.cache = runtime.cache
+    if runtime.semantic_index is not None:
+        from sluice.gateway import shared_local_embedder
+        from sluice.policies.cache import SemanticCache
+
+        gateway.semantic_cache = SemanticCache(runtime.semantic_index, shared_local_embedder().embed)
     await gateway.start(config)
 
     @contextlib.asynccontextmanager

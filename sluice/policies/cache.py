@@ -32,7 +32,7 @@ import orjson
 from msgspec import structs
 
 from sluice.schema import ChatChunk, ChatRequest, ChatResponse, Choice, Message, TextPart, ToolCall, ToolCallDelta, Usage
-from sluice.store.response_cache import ResponseStore, entry_key
+from sluice.store.response_cache import SEP, ResponseStore, entry_key
 
 log = logging.getLogger("sluice.cache")
 
@@ -159,6 +159,66 @@ def namespace_of(mode: str, principal: Any) -> str:
     return _namespace(mode, principal)
 
 
+# ---- the semantic layer ---------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Probe:
+    """A request as the semantic cache sees it: its scope, the last user message's vector and signature."""
+
+    scope: str
+    vector: Any
+    signature: str
+
+
+class SemanticCache:
+    """Reuses the answer to a previous prompt that means the same, within the same scope.
+
+    The scope is the alias, the tenant namespace and a digest of everything but the last user
+    message (system prompt, earlier turns, tools, parameters): only the last user message is
+    compared by meaning (``sluice.policies.semantic_cache``: embedding similarity plus a lexical
+    guard against near-misses like changed numbers or negations). A match points at an exact
+    cache entry; an entry that has expired since is a miss.
+    """
+
+    def __init__(self, index: Any, embed: Any) -> None:
+        self.index = index  # SemanticIndex or RedisSemanticIndex
+        self._embed = embed  # async (list[str]) -> list[vector]
+        self.hits: Counter[str] = Counter()
+
+    async def probe(self, req: ChatRequest, plan: Plan) -> Probe | None:
+        from sluice.policies.semantic_cache import prompt_signature
+
+        last = req.messages[-1] if req.messages else None
+        if last is None or last.role != "user":
+            return None
+        text = last.text()
+        if not text.strip():
+            return None
+        alias, namespace, _ = plan.key.split(SEP, 2)
+        context = request_digest(structs.replace(req, messages=req.messages[:-1]))
+        vector = (await self._embed([text]))[0]
+        return Probe(f"{alias}{SEP}{namespace}{SEP}{context}", vector, prompt_signature(text))
+
+    async def lookup(self, cache: ResponseCache, probe: Probe, alias: str) -> Entry | None:
+        match = self.index.nearest(probe.scope, probe.vector, probe.signature)
+        if match is None:
+            return None
+        plan = Plan(match.entry_key, lookup=True, store=False, ttl=0)
+        entry = await cache.lookup(plan, alias)
+        if entry is None:
+            removed = self.index.remove(match.entry_key)
+            if hasattr(removed, "__await__"):
+                await removed
+            return None
+        self.hits[alias] += 1
+        return entry
+
+    async def remember(self, probe: Probe, plan: Plan) -> None:
+        added = self.index.add(probe.scope, probe.vector, plan.key, plan.ttl, probe.signature)
+        if hasattr(added, "__await__"):
+            await added
+
+
 # ---- streams: assemble to store, replay from a stored answer -----------------------------------
 
 class StreamAssembler:
@@ -245,5 +305,6 @@ def replay_chunks(response: ChatResponse) -> list[ChatChunk]:
     return chunks
 
 
-__all__ = ["CacheSettings", "Entry", "Plan", "Replay", "ResponseCache", "StreamAssembler", "namespace_of",
+__all__ = ["CacheSettings", "Entry", "Plan", "Probe", "Replay", "ResponseCache", "SemanticCache", "StreamAssembler",
+           "namespace_of",
            "replay_chunks", "request_digest"]

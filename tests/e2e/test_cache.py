@@ -196,3 +196,72 @@ async def test_admin_cache_report_and_purge(cached, sdk):
     assert (await ask(client, messages, model="priced"))[0] == "miss"
     audit = await admin(cached.url, "GET", "/audit", params={"action": "cache.purge"})
     assert audit["data"] and audit["data"][0]["after"]["model"] == "priced"
+
+
+@pytest_asyncio.fixture(scope="module")
+async def semantic(mock, pg_url, tmp_path_factory):
+    spill = str(tmp_path_factory.mktemp("semcache") / "spill.jsonl")
+    raw = cache_config(mock.url, pg_url, spill)
+    raw["cache"]["semantic"] = {"enabled": True}
+    gw = await start(parse_config(raw), "127.0.0.1", 0)
+    yield gw
+    await gw.stop()
+
+
+async def test_a_paraphrase_is_a_semantic_hit_and_a_different_ask_is_not(semantic, sdk, upstream_log):
+    client = sdk.openai(f"{semantic.url}/v1", MASTER_KEY)
+    tag = secrets.token_hex(3)  # a fresh system prompt: a scope of its own for this test
+    system = {"role": "system", "content": f"You are a helpful assistant #{tag}."}
+    first_state, first = await ask(client, [system, {"role": "user", "content": "How do I reverse a list in Python?"}])
+    await asyncio.sleep(0.2)  # stored and indexed off the response path
+    state, again = await ask(client, [system, {"role": "user", "content": "how can i reverse a python list"}])
+    assert (first_state, state) == ("miss", "semantic-hit")
+    assert again.choices[0].message.content == first.choices[0].message.content
+    other, _ = await ask(client, [system, {"role": "user", "content": "How do I sort a list in Python?"}])
+    swapped, _ = await ask(client, [system, {"role": "user", "content": "Convert 10 kilometers to miles"}])
+    assert (other, swapped) == ("miss", "miss")
+    # Another system prompt is another scope: the same paraphrase does not hit there.
+    elsewhere = {"role": "system", "content": f"You answer in French #{tag}."}
+    assert (await ask(client, [elsewhere, {"role": "user", "content": "how can i reverse a python list"}]))[0] == "miss"
+
+
+async def test_semantic_hits_stay_within_a_team(semantic, sdk):
+    keys = []
+    for name in ("sem-a", "sem-b"):
+        team = await admin(semantic.url, "POST", "/teams", json={"name": f"{name}-{secrets.token_hex(3)}"})
+        keys.append((await admin(semantic.url, "POST", "/keys", json={"name": name, "team_id": team["id"]}))["key"])
+    a, b = (sdk.openai(f"{semantic.url}/v1", k) for k in keys)
+    await ask(a, [{"role": "user", "content": "What is the capital of France?"}])
+    await asyncio.sleep(0.2)
+    assert (await ask(a, [{"role": "user", "content": "what's the capital of france"}]))[0] == "semantic-hit"
+    assert (await ask(b, [{"role": "user", "content": "what's the capital of france"}]))[0] == "miss"
+
+
+async def test_two_instances_share_semantic_hits_through_redis(mock, pg_url, redis_url, redis_prefix, tmp_path,
+                                                               sdk):
+    prefix = f"{redis_prefix}:sem{secrets.token_hex(3)}"
+    gateways = []
+    for i in range(2):
+        raw = cache_config(mock.url, pg_url, str(tmp_path / f"spill-{i}.jsonl"), redis={"url": redis_url,
+                                                                                           "prefix": prefix})
+        raw["cache"]["semantic"] = {"enabled": True}
+        gateways.append(await start(parse_config(raw), "127.0.0.1", 0))
+    try:
+        a, b = (sdk.openai(f"{g.url}/v1", MASTER_KEY) for g in gateways)
+        system = {"role": "system", "content": f"shared #{secrets.token_hex(3)}"}
+        await ask(a, [system, {"role": "user", "content": "How do I reverse a list in Python?"}])
+        for _ in range(30):  # B follows A's additions through the Redis stream
+            await asyncio.sleep(0.1)
+            state, _ = await ask(b, [system, {"role": "user", "content": "how can i reverse a python list"}],
+                                 extra_headers={"x-sluice-cache-ttl": "0"})  # look up, never store: no own entry
+            if state == "semantic-hit":
+                break
+        assert state == "semantic-hit"
+    finally:
+        for g in gateways:
+            await g.stop()
+        import redis.asyncio as aioredis
+        client = aioredis.from_url(redis_url)
+        async for key in client.scan_iter(match=f"{{{prefix}*", count=500):
+            await client.delete(key)
+        await client.aclose()
