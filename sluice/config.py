@@ -272,6 +272,10 @@ class SemanticCacheConfig(Strict):
     """Reuse the answer to a previous prompt that means the same (docs/caching.md: measured precision)."""
 
     enabled: bool = False
+    # "local": the offline ONNX model shipped with Sluice; or the alias of an embedding model
+    # configured here (the threshold was measured for the local model: re-run
+    # bench/eval_semantic_cache.py before trusting it with another).
+    embedder: str = "local"
     threshold: float = Field(0.76, gt=0, le=1)  # cosine similarity, with the lexical guard
     max_entries: int = Field(10_000, gt=0)  # vectors kept per instance (LRU)
 
@@ -426,7 +430,24 @@ def parse_config(raw: Any, source: str = "config") -> Config:
     return config
 
 
+def _unknown_alias(config: Config, path: str, target: str) -> ConfigError:
+    hint = _nearest(target, config.models)
+    return ConfigError(f"{path}: unknown model alias '{target}'" + (f"; did you mean '{hint}'?" if hint else ""))
+
+
+def _check_limit_and_cache_references(config: Config) -> None:
+    """Aliases named under limits.models, cache.models and cache.semantic.embedder must exist."""
+    names = [(f"limits.models.{a}", a) for a in config.limits.models]
+    names += [(f"cache.models.{a}", a) for a in config.cache.models]
+    if config.cache.semantic.embedder != "local":
+        names.append(("cache.semantic.embedder", config.cache.semantic.embedder))
+    for path, target in names:
+        if target not in config.models:
+            raise _unknown_alias(config, path, target)
+
+
 def _check_references(config: Config) -> None:
+    _check_limit_and_cache_references(config)
     for i, sem in enumerate(config.routing.semantic):
         names = [(f"routing.semantic.{i}.routes.{j}.target", r.target) for j, r in enumerate(sem.routes)]
         names += [(f"routing.semantic.{i}.default", sem.default)] if sem.default else []

@@ -133,6 +133,15 @@ class Gateway:
             await router.start()
             self.semantic[sem.alias] = (router, sem.include_system)
 
+    def embedding_function(self, alias: str):
+        """``async (texts) -> vectors`` through one of the configured embedding models."""
+        embed = self._embedder_for(alias)
+
+        async def vectors(texts: list[str]) -> list[list[float]]:
+            return (await embed(texts)).vectors
+
+        return vectors
+
     def _embedder_for(self, alias: str):
         async def embed(texts: list[str]):
             # Routing's own embedding calls are infrastructure: not billed to the caller's key.

@@ -109,7 +109,9 @@ async def start(config: Config, host: str | None = None, port: int | None = None
         from sluice.gateway import shared_local_embedder
         from sluice.policies.cache import SemanticCache
 
-        gateway.semantic_cache = SemanticCache(runtime.semantic_index, shared_local_embedder().embed)
+        embedder = config.cache.semantic.embedder
+        embed = shared_local_embedder().embed if embedder == "local" else gateway.embedding_function(embedder)
+        gateway.semantic_cache = SemanticCache(runtime.semantic_index, embed)
     await gateway.start(config)
 
     @contextlib.asynccontextmanager
