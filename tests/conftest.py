@@ -44,8 +44,11 @@ async def redis_prefix():
     yield prefix
     client = redis.from_url(REDIS_URL)
     try:
-        async for key in client.scan_iter(match=f"{prefix}*", count=500):
-            await client.delete(key)
+        # Also "{<prefix>…}" keys: the limiter and the semantic cache put their prefix in a Redis
+        # Cluster hash tag.
+        for pattern in (f"{prefix}*", f"{{{prefix}*"):
+            async for key in client.scan_iter(match=pattern, count=500):
+                await client.delete(key)
     finally:
         await client.aclose()
 
