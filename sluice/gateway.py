@@ -254,14 +254,15 @@ class Gateway:
     async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
         try:
             await self._admit(call, req.model)
-            req = await self._route(call, req)
+            routed = await self._route(call, req)  # the ledger keeps the alias the client asked for
             call.end_user = req.user or call.end_user
-            await self._reserve(call, req.model, lambda hint: reserve_tokens(req, hint, self.default_max_tokens))
-            plan = self._cache_plan(call, req)
-            entry, probe = await self._cache_lookup(call, req, plan)
+            await self._reserve(call, routed.model,
+                                lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
+            plan = self._cache_plan(call, routed)
+            entry, probe = await self._cache_lookup(call, routed, plan)
             if entry is not None:
                 return entry.response
-            resp = await self.router.chat(req, call.route)
+            resp = await self.router.chat(routed, call.route)
             call.usage = resp.usage
             if plan is not None and plan.store:
                 self._save(call, plan, resp, probe)

@@ -222,3 +222,4 @@ async def test_ledger_records_the_route_taken(gateway, pg_url, sdk):
     rows = await _rows(pg_url, list(rids.values()))
     for model, (route, _, _) in cases.items():
         assert rows[rids[model]].route == route, model
+        assert rows[rids[model]].model == model  # the alias the client asked for, not the one routed to
