@@ -265,8 +265,10 @@ class CapacityQueue:
             heap[0].wake.set()
 
     async def wait_turn(self, alias: str, rank: int, attempt: Callable[[], Awaitable[Reservation]],
-                        retry_after: float) -> Reservation | None:
-        """Retry ``attempt`` as the head of the queue until it passes or the wait runs out (None)."""
+                        retry_after: float, worth_waiting: Callable[[Reservation], bool] = lambda _r: True,
+                        ) -> Reservation | None:
+        """Retry ``attempt`` as the head of the queue until it passes, is refused for a reason
+        waiting does not cure (``worth_waiting`` false: returned as is), or the wait runs out (None)."""
         heap = self._heaps.setdefault(alias, [])
         if len(heap) >= self.max_size:
             return None
@@ -288,7 +290,7 @@ class CapacityQueue:
                 if heap[0] is not me or loop.time() >= deadline:
                     continue
                 res = await attempt()
-                if res.ok or not math.isfinite(res.retry_after):
+                if res.ok or not math.isfinite(res.retry_after) or not worth_waiting(res):
                     return res
                 retry_after = res.retry_after
         finally:
@@ -419,7 +421,8 @@ class Limits:
                 return res
             retry = res.retry_after
         rank = PRIORITY_RANK.get(getattr(principal, "priority", None) or self.settings.default_priority, 1)
-        queued = await self.queue.wait_turn(alias, rank, attempt, retry)
+        queued = await self.queue.wait_turn(alias, rank, attempt, retry,
+                                            lambda r: planned[r.failed or 0].queueable)
         if queued is not None:
             return queued
         return res if res is not None else await attempt()

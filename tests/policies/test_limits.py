@@ -195,3 +195,20 @@ def test_reset_format_matches_openai():
     assert format_reset(1.0) == "1s"
     assert format_reset(360) == "6m0s"
     assert format_reset(3723) == "1h2m3s"
+
+
+async def test_a_queued_call_refused_by_its_own_limit_leaves_at_once():
+    limits = Limits(LocalLimiter(), settings(models={"gpt": {"concurrency": 1}}, queue={"max_wait": 5}))
+    holder = await limits.admit(key(key_id="k0"), None, (), demand())
+    caller = key({"rpm": 1}, key_id="k1")
+    waiting = asyncio.create_task(limits.admit(caller, None, (), demand()))
+    await asyncio.sleep(0.05)
+    await limits.admit(caller, None, (), demand(alias="other"))  # uses up k1's own rpm meanwhile
+    await holder.settle(1, 1, None)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(GatewayError) as refused:
+        await waiting
+    assert loop.time() - started < 1.0  # not held until max_wait
+    assert refused.value.code == "rate_limit_exceeded" and "key key_1" not in refused.value.message
+    assert "key k1" in refused.value.message
