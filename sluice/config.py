@@ -295,6 +295,29 @@ class CacheConfig(Strict):
     semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 
 
+class GuardrailCheckConfig(Strict):
+    check: Literal["pii", "injection", "max_length"]
+    action: Literal["flag", "redact", "block"] = "block"
+    mode: Literal["reversible", "mask"] = "reversible"  # pii with action redact, on input
+    types: list[str] | None = None  # pii: EMAIL, PHONE, CREDIT_CARD, IBAN, SSN, IP_ADDRESS, SECRET; default all
+    threshold: float | None = Field(None, gt=0, le=1)  # injection; default the detector's
+    max_chars: int | None = Field(None, gt=0)  # max_length
+
+
+class GuardrailPolicyConfig(Strict):
+    """Checks on a call's input and output, for the calls this policy matches (first match wins)."""
+
+    input: list[GuardrailCheckConfig] = Field(default_factory=list)
+    output: list[GuardrailCheckConfig] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=lambda: ["*"])  # alias patterns
+    teams: list[str] | None = None  # team ids; None = any
+    keys: list[str] | None = None  # key ids; None = any
+
+
+class GuardrailsConfig(Strict):
+    policies: dict[str, GuardrailPolicyConfig] = Field(default_factory=dict)
+
+
 class LedgerConfig(Strict):
     enabled: bool = True
     batch_size: int = Field(500, gt=0)
@@ -312,6 +335,7 @@ class Config(Strict):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     # Let clients name "<provider>/<upstream model>" directly without declaring an alias.

@@ -26,6 +26,7 @@ from sluice.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from sluice.observability.metrics import GatewayMetrics
 from sluice.policies.auth import Authenticator, Principal
 from sluice.policies.cache import Entry, Plan, Probe, Replay, ResponseCache, SemanticCache, StreamAssembler
+from sluice.policies.guardrails.engine import CheckSpec, Guardrails, PolicySpec, Session
 from sluice.policies.limits import Admission, Demand, Limits
 from sluice.policies.tokens import count_embedding_tokens, encoding_ready, reserve_tokens, warm_up_for
 from sluice.providers.http import HttpPool, Timeouts
@@ -106,6 +107,7 @@ class Gateway:
         self.default_max_tokens = limits.settings.default_max_tokens if limits is not None else 4096
         self.cache: ResponseCache | None = None  # set by the server when cache.enabled
         self.semantic_cache: SemanticCache | None = None  # and cache.semantic.enabled
+        self.guardrails: Guardrails | None = None  # set from guardrails.policies
         self.metrics = GatewayMetrics()
         if limits is not None:
             self.metrics.watch_limits(limits)
@@ -157,8 +159,10 @@ class Gateway:
                     price: Callable[[object], tuple[float, bool]] | None = None) -> "Gateway":
         """``provider_urls`` supplies base URLs decided at start-up (the in-process emulator's port);
         ``circuit_store`` shares circuit state between instances (Redis), else it is in-process."""
-        return cls(build_router(config, provider_urls, circuit_store), auth or Authenticator(config.server.master_key),
-                   record, build_rules(config), limits, price)
+        gateway = cls(build_router(config, provider_urls, circuit_store),
+                      auth or Authenticator(config.server.master_key), record, build_rules(config), limits, price)
+        gateway.guardrails = build_guardrails(config)
+        return gateway
 
     async def close(self) -> None:
         if self.prober is not None:
@@ -258,15 +262,16 @@ class Gateway:
             call.end_user = req.user or call.end_user
             await self._reserve(call, routed.model,
                                 lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
+            routed, guard = self._guard_input(call, routed)
             plan = self._cache_plan(call, routed)
             entry, probe = await self._cache_lookup(call, routed, plan)
             if entry is not None:
-                return entry.response
+                return self._guard_output(call, guard, entry.response)
             resp = await self.router.chat(routed, call.route)
             call.usage = resp.usage
             if plan is not None and plan.store:
-                self._save(call, plan, resp, probe)
-            return resp
+                self._save(call, plan, resp, probe)  # as the upstream saw it: placeholders, not values
+            return self._guard_output(call, guard, resp)
         except GatewayError as err:
             call.fail(err)
             raise
@@ -275,6 +280,28 @@ class Gateway:
             raise
         finally:
             self._record(call, req.model, "chat", req.user, stream=False)
+
+    # ---- guardrails ---------------------------------------------------------------------------
+
+    def _guard_input(self, call: Call, req: ChatRequest) -> tuple[ChatRequest, Session | None]:
+        if self.guardrails is None:
+            return req, None
+        try:
+            req, session = self.guardrails.start(call.principal, req)
+        except GatewayError:
+            self._set_header(call, "x-sluice-guardrails", "blocked")
+            raise
+        if session is not None:
+            self._set_header(call, "x-sluice-guardrails", session.header())
+        return req, session
+
+    def _guard_output(self, call: Call, session: Session | None, resp: ChatResponse) -> ChatResponse:
+        if session is None:
+            return resp
+        try:
+            return session.finish_response(resp)
+        finally:
+            self._set_header(call, "x-sluice-guardrails", session.header())
 
     # ---- the response cache -----------------------------------------------------------------
 
@@ -346,6 +373,7 @@ class Gateway:
             call.end_user = req.user or call.end_user
             await self._reserve(call, routed.model,
                                 lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
+            routed, guard = self._guard_input(call, routed)
             plan = self._cache_plan(call, routed)
             entry, probe = await self._cache_lookup(call, routed, plan)
             if entry is not None:
@@ -364,8 +392,10 @@ class Gateway:
         if entry is None and plan is not None and plan.store:
             saving = (StreamAssembler(),
                       lambda assembled: self._save(call, plan, assembled.response(routed.model), probe))
-        return MeteredStream(primed, call, lambda: self._record(call, req.model, "chat", req.user, stream=True),
-                             saving)
+        metered = MeteredStream(primed, call, lambda: self._record(call, req.model, "chat", req.user, stream=True),
+                                saving)
+        # Placeholders are restored after metering and caching: the cache keeps what the upstream sent.
+        return guard.restore_stream(metered) if guard is not None else metered
 
     async def embed(self, call: Call, req: EmbeddingRequest) -> EmbeddingResponse:
         try:
@@ -572,6 +602,19 @@ def may_use(principal: Principal, model: str) -> bool:
     if allowed is None:
         return True
     return any(model == a or fnmatch.fnmatchcase(model, a) for a in allowed)
+
+
+def build_guardrails(config: Config) -> Guardrails | None:
+    policies = []
+    for name, p in config.guardrails.policies.items():
+        def specs(checks) -> tuple[CheckSpec, ...]:
+            return tuple(CheckSpec(c.check, c.action, c.mode, tuple(c.types) if c.types is not None else None,
+                                   c.threshold, c.max_chars) for c in checks)
+
+        policies.append(PolicySpec(name, specs(p.input), specs(p.output), tuple(p.models),
+                                   tuple(p.teams) if p.teams is not None else None,
+                                   tuple(p.keys) if p.keys is not None else None))
+    return Guardrails(policies) if policies else None
 
 
 def build_rules(config: Config) -> ConditionalRouter:

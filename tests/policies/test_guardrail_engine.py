@@ -1,0 +1,90 @@
+"""The guardrail engine: policy selection, input verdicts, restoring placeholders in answers and in
+streams split anywhere, and output checks."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from sluice.policies.auth import Principal
+from sluice.policies.guardrails.engine import CheckSpec, Guardrails, PolicySpec
+from sluice.schema import ChatChunk, ChatRequest, ChatResponse, GatewayError
+
+EMAIL = "jane.doe@example.com"
+CALLER = Principal("key", "k1", key_id="k1", team_id="t1")
+
+
+def req(text: str, model: str = "gpt") -> ChatRequest:
+    return msgspec.convert({"model": model, "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]},
+                           ChatRequest)
+
+
+def answer(text: str) -> ChatResponse:
+    return msgspec.convert({"id": "r", "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": [{"type": "text", "text": text}]}}]}, ChatResponse)
+
+
+def redacting(**kw) -> Guardrails:
+    return Guardrails([PolicySpec("p", input=(CheckSpec("pii", "redact", **kw),), models=("gpt*",))])
+
+
+def test_policy_selection_by_alias_team_and_key():
+    g = Guardrails([PolicySpec("team-only", models=("*",), teams=("t2",)), PolicySpec("any", models=("gpt*",))])
+    assert g.policy_for(CALLER, "gpt-4o").name == "any"
+    assert g.policy_for(CALLER, "claude") is None
+    assert g.policy_for(Principal("key", "k2", key_id="k2", team_id="t2"), "claude").name == "team-only"
+
+
+def test_reversible_redaction_round_trip():
+    redacted, session = redacting().start(CALLER, req(f"mail {EMAIL} now"))
+    sent = redacted.messages[0].text()
+    assert EMAIL not in sent and "[EMAIL_1]" in sent
+    restored = session.finish_response(answer(f"I will write to {sent.split()[1]}"))
+    assert restored.choices[0].message.text() == f"I will write to {EMAIL}"
+    assert "pii=redact" in session.header()
+
+
+def test_mask_mode_keeps_nothing():
+    redacted, session = redacting(mode="mask").start(CALLER, req(f"mail {EMAIL}"))
+    assert EMAIL not in redacted.messages[0].text() and session.vault is None
+
+
+async def test_placeholders_split_across_stream_chunks_are_restored():
+    redacted, session = redacting().start(CALLER, req(f"mail {EMAIL}"))
+    text = f"Writing to {redacted.messages[0].text().split()[1]} today."
+    for cut in range(1, len(text)):
+        async def batches():
+            yield [ChatChunk(role="assistant")]
+            yield [ChatChunk(text=text[:cut])]
+            yield [ChatChunk(text=text[cut:]), ChatChunk(finish_reason="stop")]
+
+        out = "".join([c.text or "" async for batch in session.restore_stream(batches()) for c in batch])
+        assert out == f"Writing to {EMAIL} today.", cut
+
+
+async def test_a_stream_ending_without_finish_releases_held_text():
+    _, session = redacting().start(CALLER, req(f"mail {EMAIL}"))
+
+    async def batches():
+        yield [ChatChunk(text="ends with [EMA")]
+
+    out = "".join([c.text or "" async for batch in session.restore_stream(batches()) for c in batch])
+    assert out == "ends with [EMA"
+
+
+def test_blocks_are_gateway_errors_in_the_clients_dialect():
+    g = Guardrails([PolicySpec("p", input=(CheckSpec("max_length", "block", max_chars=5),))])
+    with pytest.raises(GatewayError) as refused:
+        g.start(CALLER, req("far too long"))
+    assert refused.value.status == 400 and refused.value.code == "guardrail_blocked"
+
+
+def test_output_checks():
+    g = Guardrails([PolicySpec("p", output=(CheckSpec("pii", "redact"),))])
+    _, session = g.start(CALLER, req("hi"))
+    masked = session.finish_response(answer(f"contact {EMAIL}"))
+    assert EMAIL not in masked.choices[0].message.text()
+    g = Guardrails([PolicySpec("p", output=(CheckSpec("max_length", "block", max_chars=3),))])
+    _, session = g.start(CALLER, req("hi"))
+    with pytest.raises(GatewayError):
+        session.finish_response(answer("a long answer"))
