@@ -16,6 +16,8 @@ tests/policies/test_pii_quality.py imports this module and holds the figures to 
 
 from __future__ import annotations
 
+import os
+
 import json
 import sys
 from dataclasses import dataclass, field
@@ -27,7 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 from sluice.policies.guardrails.pii import REGEX_TYPES, STRUCTURED_TYPES, Finding, detect  # noqa: E402
 
-PRESIDIO = ROOT.parent / "shared" / "datasets" / "pii_presidio-research_synth_v2.jsonl"
+# The shared evaluation data: $SLUICE_DATASETS, else ../shared/datasets beside the checkout,
+# else the workplace's copy.
+DATASETS = Path(os.environ.get("SLUICE_DATASETS") or next(
+    (d for d in (ROOT.parent / "shared" / "datasets", Path("/work/shared/datasets")) if d.is_dir()),
+    ROOT.parent / "shared" / "datasets"))
+PRESIDIO = DATASETS / "pii_presidio-research_synth_v2.jsonl"
 SYNTHETIC = ROOT / "tests" / "data" / "pii_synthetic.jsonl"
 DATASETS = {"presidio-research synth v2": PRESIDIO, "synthetic (tests/data)": SYNTHETIC}
 REPORTED_TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "SSN", "IP_ADDRESS", "SECRET")

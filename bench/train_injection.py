@@ -15,6 +15,8 @@ so the model sees short injections and long benign texts with their true labels.
 
 from __future__ import annotations
 
+import os
+
 import hashlib
 import itertools
 import json
@@ -30,7 +32,12 @@ sys.path.insert(0, str(ROOT))
 
 from sluice.policies.guardrails.injection import HASH_BITS, MODEL_PATH, InjectionModel, features, normalise  # noqa: E402
 
-DATASET = ROOT.parent / "shared" / "datasets" / "injection_jackhhao_llm-warden.jsonl"
+# The shared evaluation data: $SLUICE_DATASETS, else ../shared/datasets beside the checkout,
+# else the workplace's copy.
+DATASETS = Path(os.environ.get("SLUICE_DATASETS") or next(
+    (d for d in (ROOT.parent / "shared" / "datasets", Path("/work/shared/datasets")) if d.is_dir()),
+    ROOT.parent / "shared" / "datasets"))
+DATASET = DATASETS / "injection_jackhhao_llm-warden.jsonl"
 SEED = 20240607
 HELD_OUT_PERCENT = 30
 WINDOWS_PER_LONG_TEXT = 3
