@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
-import pytest
 
 from sluice.policies.auth import Principal
 from sluice.policies.cache import (
