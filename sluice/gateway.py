@@ -288,8 +288,8 @@ class Gateway:
             return req, None
         try:
             req, session = self.guardrails.start(call.principal, req)
-        except GatewayError:
-            self._set_header(call, "x-sluice-guardrails", "blocked")
+        except GatewayError as err:
+            self._set_header(call, "x-sluice-guardrails", getattr(err, "guardrails", None) or "blocked")
             raise
         if session is not None:
             self._set_header(call, "x-sluice-guardrails", session.header())
@@ -500,6 +500,7 @@ class Gateway:
                 error_type=call.error_kind, attempts=route.attempts,
                 fallback=route.attempts > 1 or route.fallback is not None, route=route.describe(),
                 cache_hit=call.cache_hit, cost_saved_usd=call.cost_saved,
+                guardrails=(call.response_headers or {}).get("x-sluice-guardrails"),
             )
             self.record(event)
             if route.hedge_loser is not None:

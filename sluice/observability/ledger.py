@@ -69,6 +69,7 @@ class UsageEvent(msgspec.Struct, kw_only=True):
     route: str | None = None  # rule / semantic route / hedged / fallback alias, when any applied
     cache_hit: bool = False  # answered from the response cache
     cost_saved_usd: float = 0.0  # for a cache hit: what the answer cost when it was produced
+    guardrails: str | None = None  # guardrail verdicts, when a policy applied
     # Filled by the ledger from the price table (or the deployment's override) before writing.
     cost_usd: float = 0.0
     cost_unknown: bool = False

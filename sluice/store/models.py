@@ -182,6 +182,8 @@ class UsageRecord(Base):
     # when it was produced.
     cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
     cost_saved_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    # Guardrail verdicts, as in the x-sluice-guardrails header ("pii=redact:1.00, injection=allow:0.03").
+    guardrails: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
     __table_args__ = (
         Index("ix_usage_ts", "ts"),

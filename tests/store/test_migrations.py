@@ -53,7 +53,7 @@ async def _diff_and_tables(url: str) -> tuple[list, set[str]]:
 async def test_upgrade_matches_models(empty_db):
     assert await migrate.current_revision(empty_db) is None
     await migrate.upgrade(empty_db)
-    assert await migrate.current_revision(empty_db) == migrate.head_revision() == "0004"
+    assert await migrate.current_revision(empty_db) == migrate.head_revision() == "0005"
     diff, names = await _diff_and_tables(empty_db)
     assert diff == []
     assert {"teams", "users", "api_keys", "audit_log", "usage", "usage_daily", "alembic_version"} <= names
@@ -66,7 +66,7 @@ async def test_upgrade_is_idempotent_and_concurrent(empty_db):
     # makes the loser a no-op instead of a "table already exists" crash.
     await asyncio.gather(migrate.upgrade(empty_db), migrate.upgrade(empty_db))
     await migrate.upgrade(empty_db)
-    assert await migrate.current_revision(empty_db) == "0004"
+    assert await migrate.current_revision(empty_db) == "0005"
     diff, _ = await _diff_and_tables(empty_db)
     assert diff == []
 
@@ -75,7 +75,7 @@ def test_migrations_are_found_without_alembic_ini():
     cfg = migrate.alembic_config("sqlite:///x.db")
     assert cfg.config_file_name is None
     assert migrate.MIGRATIONS.joinpath("env.py").is_file()
-    assert migrate.head_revision() == "0004"
+    assert migrate.head_revision() == "0005"
 
 
 async def test_upgrade_from_the_first_revision_keeps_rows(empty_db):

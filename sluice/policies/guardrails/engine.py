@@ -209,8 +209,12 @@ class Guardrails:
         if policy is None:
             return req, None
         session = Session(policy)
-        for spec in policy.input:
-            req = _check_input(spec, req, session)
+        try:
+            for spec in policy.input:
+                req = _check_input(spec, req, session)
+        except GatewayError as err:
+            err.guardrails = session.header()  # type: ignore[attr-defined]  # the verdicts, the block included
+            raise
         return req, session
 
 
