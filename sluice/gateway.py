@@ -255,16 +255,21 @@ class Gateway:
                 targets += [(d.name, d.client.upstream.model) for d in fallback.deployments] if fallback else []
         return max((self._cost(name, model, input_tokens, output_tokens, 0) for name, model in targets), default=0.0)
 
+    async def _prepare(self, call: Call, req: ChatRequest):
+        """The stages before the router, in order: auth and access, routing rules, limits,
+        guardrails on the input, the cache. Returns the request as the router will see it."""
+        await self._admit(call, req.model)
+        routed = await self._route(call, req)  # the ledger keeps the alias the client asked for
+        call.end_user = req.user or call.end_user
+        await self._reserve(call, routed.model, lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
+        routed, guard = self._guard_input(call, routed)
+        plan = self._cache_plan(call, routed)
+        entry, probe = await self._cache_lookup(call, routed, plan)
+        return routed, guard, plan, entry, probe
+
     async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:
         try:
-            await self._admit(call, req.model)
-            routed = await self._route(call, req)  # the ledger keeps the alias the client asked for
-            call.end_user = req.user or call.end_user
-            await self._reserve(call, routed.model,
-                                lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
-            routed, guard = self._guard_input(call, routed)
-            plan = self._cache_plan(call, routed)
-            entry, probe = await self._cache_lookup(call, routed, plan)
+            routed, guard, plan, entry, probe = await self._prepare(call, req)
             if entry is not None:
                 return self._guard_output(call, guard, entry.response)
             resp = await self.router.chat(routed, call.route)
@@ -368,14 +373,7 @@ class Gateway:
         The ledger row is written when the returned stream ends, fails or is closed early.
         """
         try:
-            await self._admit(call, req.model)
-            routed = await self._route(call, req)
-            call.end_user = req.user or call.end_user
-            await self._reserve(call, routed.model,
-                                lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
-            routed, guard = self._guard_input(call, routed)
-            plan = self._cache_plan(call, routed)
-            entry, probe = await self._cache_lookup(call, routed, plan)
+            routed, guard, plan, entry, probe = await self._prepare(call, req)
             if entry is not None:
                 primed = Replay(entry.response)
             else:

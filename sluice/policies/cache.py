@@ -155,10 +155,6 @@ class ResponseCache:
         return await self.store.purge(alias, namespace)
 
 
-def namespace_of(mode: str, principal: Any) -> str:
-    return _namespace(mode, principal)
-
-
 # ---- the semantic layer ---------------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -306,5 +302,4 @@ def replay_chunks(response: ChatResponse) -> list[ChatChunk]:
 
 
 __all__ = ["CacheSettings", "Entry", "Plan", "Probe", "Replay", "ResponseCache", "SemanticCache", "StreamAssembler",
-           "namespace_of",
            "replay_chunks", "request_digest"]

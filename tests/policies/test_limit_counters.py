@@ -132,3 +132,18 @@ async def test_settles_that_arrive_together_are_all_applied(make_limiter):
     await asyncio.gather(*(r.settle([10]) for r in held))  # one batch on Redis
     peek = await lim.reserve([Check("k:b:tpm", 10_000, 60.0, 0)])
     assert peek.remaining == (10_000 - 50 * 10,)
+
+
+def test_budget_periods_are_utc_calendar_periods():
+    from datetime import datetime, timezone
+
+    from sluice.policies.budgets import period_bounds
+
+    now = datetime(2026, 12, 31, 23, 30, tzinfo=timezone.utc)  # a Thursday
+    assert period_bounds("daily", now) == (datetime(2026, 12, 31, tzinfo=timezone.utc),
+                                           datetime(2027, 1, 1, tzinfo=timezone.utc))
+    assert period_bounds("weekly", now) == (datetime(2026, 12, 28, tzinfo=timezone.utc),
+                                            datetime(2027, 1, 4, tzinfo=timezone.utc))
+    assert period_bounds("monthly", now) == (datetime(2026, 12, 1, tzinfo=timezone.utc),
+                                             datetime(2027, 1, 1, tzinfo=timezone.utc))
+    assert period_bounds("none", now) == (None, None)
