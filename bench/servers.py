@@ -53,7 +53,8 @@ def _extra_yaml() -> str:
     extra = f"redis:\n  url: {url}\n  prefix: bench\n" if url else ""
     if os.environ.get("BENCH_CACHE"):  # the response cache (bench/cache.py)
         extra += "cache:\n  enabled: true\n"
-    return extra
+    # BENCH_EXTRA_YAML appends top-level config (e.g. "ledger: {enabled: false}") to isolate a stage's cost.
+    return extra + os.environ.get("BENCH_EXTRA_YAML", "")
 
 
 def free_port() -> int:

@@ -295,13 +295,44 @@ class CacheConfig(Strict):
     semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 
 
+class GuardrailTopicConfig(Strict):
+    name: str = Field(min_length=1)
+    keywords: list[str] = Field(default_factory=list)  # whole words or phrases, any case
+    examples: list[str] = Field(default_factory=list)  # texts on the topic, compared by meaning
+
+
 class GuardrailCheckConfig(Strict):
-    check: Literal["pii", "injection", "max_length"]
+    check: Literal["pii", "injection", "max_length", "moderation", "json_schema", "topics", "webhook", "python"]
     action: Literal["flag", "redact", "block"] = "block"
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,60}$")  # label in x-sluice-guardrails
     mode: Literal["reversible", "mask"] = "reversible"  # pii with action redact, on input
     types: list[str] | None = None  # pii: EMAIL, PHONE, CREDIT_CARD, IBAN, SSN, IP_ADDRESS, SECRET; default all
-    threshold: float | None = Field(None, gt=0, le=1)  # injection; default the detector's
+    threshold: float | None = Field(None, gt=0, le=1)  # injection, moderation, topics (similarity)
     max_chars: int | None = Field(None, gt=0)  # max_length
+    # webhook / python
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    target: str | None = None  # python: "package.module:function"
+    timeout: float = Field(2.0, gt=0, le=60)
+    fail: Literal["open", "closed"] = "closed"  # when a webhook, entry point or backend cannot answer
+    # moderation
+    backend: Literal["local", "endpoint", "llama_guard"] = "local"
+    model: str | None = None  # moderation endpoint / Llama Guard: the alias that serves it
+    categories: list[Literal["hate", "harassment", "violence", "sexual", "self_harm", "illegal"]] | None = None
+    # injection
+    judge: str | None = None  # an alias whose model scores the prompt too (LLM judge)
+    # json_schema
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")  # default: the request's response_format
+    repair: bool = False  # one more call asking the model to fix invalid JSON
+    # topics
+    allow: list[GuardrailTopicConfig] | None = None
+    deny: list[GuardrailTopicConfig] = Field(default_factory=list)
+
+
+class GuardrailStreamConfig(Strict):
+    every: int = Field(200, gt=0)  # scan streamed text after this many new characters
+    window: int = Field(2000, gt=600)  # characters held for scanning at most
+    overlap: int = Field(200, ge=0)
 
 
 class GuardrailPolicyConfig(Strict):
@@ -312,6 +343,7 @@ class GuardrailPolicyConfig(Strict):
     models: list[str] = Field(default_factory=lambda: ["*"])  # alias patterns
     teams: list[str] | None = None  # team ids; None = any
     keys: list[str] | None = None  # key ids; None = any
+    stream: GuardrailStreamConfig = Field(default_factory=GuardrailStreamConfig)
 
 
 class GuardrailsConfig(Strict):

@@ -26,7 +26,15 @@ from sluice.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from sluice.observability.metrics import GatewayMetrics
 from sluice.policies.auth import Authenticator, Principal
 from sluice.policies.cache import Entry, Plan, Probe, Replay, ResponseCache, SemanticCache, StreamAssembler
-from sluice.policies.guardrails.engine import CheckSpec, Guardrails, PolicySpec, Session
+from sluice.policies.guardrails.engine import (
+    CheckSpec,
+    GuardServices,
+    Guardrails,
+    PolicySpec,
+    Session,
+    StreamSpec,
+    TopicSpec,
+)
 from sluice.policies.limits import Admission, Demand, Limits
 from sluice.policies.tokens import count_embedding_tokens, encoding_ready, reserve_tokens, warm_up_for
 from sluice.providers.http import HttpPool, Timeouts
@@ -37,7 +45,6 @@ from sluice.routing.router import (
     DeploymentSpec,
     ModelGroup,
     Policy,
-    PrimedStream,
     ProviderSpec,
     Route,
     Router,
@@ -161,8 +168,21 @@ class Gateway:
         ``circuit_store`` shares circuit state between instances (Redis), else it is in-process."""
         gateway = cls(build_router(config, provider_urls, circuit_store),
                       auth or Authenticator(config.server.master_key), record, build_rules(config), limits, price)
-        gateway.guardrails = build_guardrails(config)
+        gateway.guardrails = build_guardrails(config, gateway.guard_services())
         return gateway
+
+    def guard_services(self) -> GuardServices:
+        """What guardrail checks may call: models behind aliases (Llama Guard, the injection
+        judge), a provider's moderation endpoint, the local embedder. Infrastructure calls, like
+        routing's embeddings: not billed to the caller's key."""
+        async def complete(alias: str, req: ChatRequest) -> ChatResponse:
+            return await self.router.chat(req, Route())
+
+        async def moderations(alias: str, payload: dict) -> dict:
+            group = self.router.resolve(alias)
+            return await group.deployments[0].client.moderations(payload)
+
+        return GuardServices(complete=complete, moderations=moderations, embedder=_LazyLocalEmbedder())
 
     async def close(self) -> None:
         if self.prober is not None:
@@ -171,6 +191,8 @@ class Gateway:
             await asyncio.wait(self._settling, timeout=5)
         if self.limits is not None:
             await self.limits.close()
+        if self.guardrails is not None:
+            await self.guardrails.close()
         await self.router.pool.close()
 
     # ---- stages ---------------------------------------------------------------------------
@@ -262,7 +284,7 @@ class Gateway:
         routed = await self._route(call, req)  # the ledger keeps the alias the client asked for
         call.end_user = req.user or call.end_user
         await self._reserve(call, routed.model, lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
-        routed, guard = self._guard_input(call, routed)
+        routed, guard = await self._guard_input(call, routed)
         plan = self._cache_plan(call, routed)
         entry, probe = await self._cache_lookup(call, routed, plan)
         return routed, guard, plan, entry, probe
@@ -271,12 +293,12 @@ class Gateway:
         try:
             routed, guard, plan, entry, probe = await self._prepare(call, req)
             if entry is not None:
-                return self._guard_output(call, guard, entry.response)
+                return await self._guard_output(call, guard, entry.response)
             resp = await self.router.chat(routed, call.route)
             call.usage = resp.usage
             if plan is not None and plan.store:
                 self._save(call, plan, resp, probe)  # as the upstream saw it: placeholders, not values
-            return self._guard_output(call, guard, resp)
+            return await self._guard_output(call, guard, resp)
         except GatewayError as err:
             call.fail(err)
             raise
@@ -288,11 +310,21 @@ class Gateway:
 
     # ---- guardrails ---------------------------------------------------------------------------
 
-    def _guard_input(self, call: Call, req: ChatRequest) -> tuple[ChatRequest, Session | None]:
+    async def _guard_input(self, call: Call, req: ChatRequest) -> tuple[ChatRequest, Session | None]:
         if self.guardrails is None:
             return req, None
+        p = call.principal
+        context = {"model": req.model, "key_id": p.key_id if p else None, "team_id": p.team_id if p else None,
+                   "user_id": p.user_id if p else None, "request_id": call.request_id}
+
+        async def retry(repair: ChatRequest) -> ChatResponse:
+            # A structured-output repair: one more upstream call, billed to this call.
+            resp = await self.router.chat(repair, call.route)
+            call.usage = _add_usage(call.usage, resp.usage)
+            return resp
+
         try:
-            req, session = self.guardrails.start(call.principal, req)
+            req, session = await self.guardrails.start(call.principal, req, context, retry)
         except GatewayError as err:
             self._set_header(call, "x-sluice-guardrails", getattr(err, "guardrails", None) or "blocked")
             raise
@@ -300,11 +332,11 @@ class Gateway:
             self._set_header(call, "x-sluice-guardrails", session.header())
         return req, session
 
-    def _guard_output(self, call: Call, session: Session | None, resp: ChatResponse) -> ChatResponse:
+    async def _guard_output(self, call: Call, session: Session | None, resp: ChatResponse) -> ChatResponse:
         if session is None:
             return resp
         try:
-            return session.finish_response(resp)
+            return await session.finish_response(resp)
         finally:
             self._set_header(call, "x-sluice-guardrails", session.header())
 
@@ -377,7 +409,9 @@ class Gateway:
             if entry is not None:
                 primed = Replay(entry.response)
             else:
-                primed = await self.router.stream(routed, call.route)
+                # Nothing on the way back needs the text: the upstream's events may go out as they are.
+                relay = call.dialect if guard is None and (plan is None or not plan.store) else None
+                primed = await self.router.stream(routed, call.route, relay)
         except (GatewayError, asyncio.CancelledError) as err:
             if isinstance(err, GatewayError):
                 call.fail(err)
@@ -386,14 +420,20 @@ class Gateway:
             self._record(call, req.model, "chat", req.user, stream=True)
             raise
         call.first_token_at = time.perf_counter()
-        saving = None
+        source: AsyncIterator[list[ChatChunk]] = primed
         if entry is None and plan is not None and plan.store:
-            saving = (StreamAssembler(),
-                      lambda assembled: self._save(call, plan, assembled.response(routed.model), probe))
-        metered = MeteredStream(primed, call, lambda: self._record(call, req.model, "chat", req.user, stream=True),
-                                saving)
-        # Placeholders are restored after metering and caching: the cache keeps what the upstream sent.
-        return guard.restore_stream(metered) if guard is not None else metered
+            # The cache keeps what the upstream sent (placeholders, not values): innermost.
+            source = CachingStream(source, call, lambda assembled: self._save(
+                call, plan, assembled.response(routed.model), probe))
+        if guard is not None:
+            source = guard.guard_stream(source)
+
+        def done() -> None:
+            if guard is not None:  # output verdicts arrive with the stream: the ledger gets them all
+                self._set_header(call, "x-sluice-guardrails", guard.header())
+            self._record(call, req.model, "chat", req.user, stream=True)
+
+        return MeteredStream(source, call, done)
 
     async def embed(self, call: Call, req: EmbeddingRequest) -> EmbeddingResponse:
         try:
@@ -510,15 +550,13 @@ class Gateway:
 class MeteredStream:
     """Passes batches through, keeps the latest usage, and records the call exactly once."""
 
-    __slots__ = ("_inner", "_call", "_done", "_finished", "_saving")
+    __slots__ = ("_inner", "_call", "_done", "_finished")
 
-    def __init__(self, inner: PrimedStream | Replay, call: Call, done: Callable[[], None],
-                 saving: tuple[StreamAssembler, Callable[[StreamAssembler], None]] | None = None) -> None:
+    def __init__(self, inner: AsyncIterator[list[ChatChunk]], call: Call, done: Callable[[], None]) -> None:
         self._inner = inner
         self._call = call
         self._done = done
         self._finished = False
-        self._saving = saving  # (assembler, store): a cacheable stream is stored when it completes
 
     def __aiter__(self) -> "MeteredStream":
         return self
@@ -527,9 +565,6 @@ class MeteredStream:
         try:
             batch = await self._inner.__anext__()
         except StopAsyncIteration:
-            if self._saving is not None and self._call.status == 200:
-                assembler, store = self._saving
-                store(assembler)
             self._finish()
             raise
         except GatewayError as err:
@@ -542,10 +577,8 @@ class MeteredStream:
                 call.usage = chunk.usage
             elif chunk.text:
                 call.output_chars += len(chunk.text)
-        if self._saving is not None:
-            add = self._saving[0].add
-            for chunk in batch:
-                add(chunk)
+            elif chunk.raw_tokens:
+                call.output_chars += 3 * chunk.raw_tokens  # relayed events: about a token each
         return batch
 
     async def aclose(self) -> None:
@@ -558,6 +591,49 @@ class MeteredStream:
         if not self._finished:
             self._finished = True
             self._done()
+
+
+class CachingStream:
+    """Assembles a cacheable stream as it passes and stores it once it completes."""
+
+    __slots__ = ("_inner", "_call", "_assembler", "_store")
+
+    def __init__(self, inner: AsyncIterator[list[ChatChunk]], call: Call,
+                 store: Callable[[StreamAssembler], None]) -> None:
+        self._inner, self._call, self._store = inner, call, store
+        self._assembler = StreamAssembler()
+
+    def __aiter__(self) -> "CachingStream":
+        return self
+
+    async def __anext__(self) -> list[ChatChunk]:
+        try:
+            batch = await self._inner.__anext__()
+        except StopAsyncIteration:
+            if self._call.error_kind is None:
+                self._store(self._assembler)
+            raise
+        add = self._assembler.add
+        for chunk in batch:
+            add(chunk)
+        return batch
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _LazyLocalEmbedder:
+    """The shared in-process embedder, loaded on first use (topic examples in guardrails)."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return await shared_local_embedder().embed(texts)
+
+
+def _add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return Usage(input_tokens=a.input_tokens + b.input_tokens, output_tokens=a.output_tokens + b.output_tokens,
+                 cached_tokens=a.cached_tokens + b.cached_tokens)
 
 
 @dataclass(slots=True)
@@ -603,17 +679,32 @@ def may_use(principal: Principal, model: str) -> bool:
     return any(model == a or fnmatch.fnmatchcase(model, a) for a in allowed)
 
 
-def build_guardrails(config: Config) -> Guardrails | None:
+def build_guardrails(config: Config, services: GuardServices | None = None) -> Guardrails | None:
     policies = []
     for name, p in config.guardrails.policies.items():
-        def specs(checks) -> tuple[CheckSpec, ...]:
-            return tuple(CheckSpec(c.check, c.action, c.mode, tuple(c.types) if c.types is not None else None,
-                                   c.threshold, c.max_chars) for c in checks)
-
-        policies.append(PolicySpec(name, specs(p.input), specs(p.output), tuple(p.models),
+        policies.append(PolicySpec(name, tuple(_check_spec(c) for c in p.input),
+                                   tuple(_check_spec(c) for c in p.output), tuple(p.models),
                                    tuple(p.teams) if p.teams is not None else None,
-                                   tuple(p.keys) if p.keys is not None else None))
-    return Guardrails(policies) if policies else None
+                                   tuple(p.keys) if p.keys is not None else None,
+                                   StreamSpec(p.stream.every, p.stream.window, p.stream.overlap)))
+    if not policies:
+        return None
+    try:
+        return Guardrails(policies, services)
+    except ValueError as exc:
+        raise ValueError(f"guardrails: {exc}") from exc
+
+
+def _check_spec(c) -> CheckSpec:
+    def topics(items) -> tuple[TopicSpec, ...]:
+        return tuple(TopicSpec(t.name, tuple(t.keywords), tuple(t.examples)) for t in items)
+
+    return CheckSpec(
+        c.check, c.action, c.mode, tuple(c.types) if c.types is not None else None, c.threshold, c.max_chars,
+        name=c.name, url=c.url, headers=tuple(c.headers.items()), target=c.target, timeout=c.timeout, fail=c.fail,
+        backend=c.backend, model=c.model, judge=c.judge,
+        categories=tuple(c.categories) if c.categories is not None else None, schema=c.json_schema,
+        repair=c.repair, allow=topics(c.allow) if c.allow is not None else None, deny=topics(c.deny))
 
 
 def build_rules(config: Config) -> ConditionalRouter:

@@ -7,6 +7,7 @@ get from OpenAI, in OpenAI's error schema, before anything is sent upstream.
 from __future__ import annotations
 
 import base64
+import re
 import struct
 import time
 from typing import Any
@@ -313,6 +314,7 @@ def parse_embeddings_request(body: Any) -> EmbeddingRequest:
 # ---- responses ----------------------------------------------------------------------------------
 
 _FINISH = {"error": "stop"}  # OpenAI has no "error" finish reason
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
 def _usage(u: Usage | None) -> dict[str, Any]:
@@ -359,7 +361,8 @@ class ChunkEncoder:
     points (with the finish chunk, after it, cumulatively), OpenAI clients expect it once, last.
     """
 
-    __slots__ = ("_prefix", "_suffix", "_text_head", "_text_tail", "include_usage", "_usage", "_roles_sent")
+    __slots__ = ("_prefix", "_suffix", "_text_head", "_text_tail", "include_usage", "_usage", "_roles_sent",
+                 "_model", "_upstream_model", "_relayed", "_done_sent")
 
     def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
         head = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
@@ -374,8 +377,14 @@ class ChunkEncoder:
         self.include_usage = include_usage
         self._usage: Usage | None = None
         self._roles_sent: set[int] = set()
+        self._model = b'"model":' + orjson.dumps(model)
+        self._upstream_model: bytes | None = None  # the upstream's exact '"model":"…"' bytes
+        self._relayed = False
+        self._done_sent = False
 
     def encode(self, chunk: ChatChunk) -> bytes:
+        if chunk.raw is not None:
+            return self._relay(chunk)
         if (chunk.text is not None and chunk.index == 0 and chunk.usage is None and chunk.finish_reason is None
                 and not chunk.tool_calls and 0 in self._roles_sent):
             return self._text_head + orjson.dumps(chunk.text) + self._text_tail
@@ -398,8 +407,31 @@ class ChunkEncoder:
         choice = {"index": chunk.index, "delta": delta, "logprobs": None, "finish_reason": finish}
         return self._prefix + b"[" + orjson.dumps(choice) + b"]" + self._suffix
 
+    def _relay(self, chunk: ChatChunk) -> bytes:
+        """The upstream's own events (same-dialect relay) with the alias the client named as the
+        model. Without ``include_usage`` the usage report (asked for upstream, for accounting)
+        is left out; the ``"usage":null`` on the other chunks stays (clients read it as unset)."""
+        raw = chunk.raw
+        self._relayed = True
+        if self._upstream_model is None:
+            found = _MODEL_FIELD.search(raw)
+            if found is not None and found.end() - found.start() > len(b'"model":""'):
+                self._upstream_model = found.group(0)
+            raw = _MODEL_FIELD.sub(self._model, raw)
+        elif self._upstream_model != self._model:
+            raw = raw.replace(self._upstream_model, self._model)
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+            if not self.include_usage and b'"choices":[]' in raw:
+                raw = b"".join(e + b"\n\n" for e in raw.split(b"\n\n") if e.strip() and b'"choices":[]' not in e)
+        if raw.endswith(b"data: [DONE]\n\n"):
+            self._done_sent = True
+        return raw
+
     def close(self) -> bytes:
         done = b"data: [DONE]\n\n"
+        if self._relayed:
+            return b"" if self._done_sent else done  # the relayed events carried the usage report
         if not self.include_usage or self._usage is None:
             return done
         return self._prefix + b'[],"usage":' + orjson.dumps(_usage(self._usage)) + b"}\n\n" + done

@@ -6,8 +6,9 @@ deterministically, and injects latency and faults on demand.
 
 Endpoints
 ---------
-* OpenAI: ``POST /v1/chat/completions`` (JSON, SSE), ``POST /v1/embeddings``, ``GET /v1/models``;
-  ``Authorization: Bearer <anything>``.
+* OpenAI: ``POST /v1/chat/completions`` (JSON, SSE), ``POST /v1/embeddings``, ``POST /v1/moderations``,
+  ``GET /v1/models``; ``Authorization: Bearer <anything>``. Moderation flags what
+  :mod:`sluice.mock.moderation`'s trigger rules say (``[[hate]]``-style markers, a few phrases).
 * Azure OpenAI: ``POST /openai/deployments/{deployment}/chat/completions|embeddings?api-version=…``;
   ``api-key`` header (or a bearer token).
 * Anthropic: ``POST /v1/messages`` (JSON, SSE); ``x-api-key`` and ``anthropic-version`` headers.
@@ -20,7 +21,8 @@ Endpoints
 
 Replies
 -------
-See :mod:`sluice.mock.replies`: text is ``"Echo: " + last user text``; offered tools are
+See :mod:`sluice.mock.replies`: text is ``"Echo: " + last user text`` (a model whose name contains
+"guard" answers like Llama Guard instead: ``safe`` or ``unsafe\nS10``); offered tools are
 called with arguments sampled from their JSON Schema; input tokens are ``ceil(chars/4)``,
 output tokens one per word. Tests compute expected values with
 ``replies.expected_text_reply``, ``replies.count_input_tokens`` and ``replies.count_output_tokens``.

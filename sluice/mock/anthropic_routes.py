@@ -82,7 +82,7 @@ def _usage(reply: replies.Reply) -> dict[str, Any]:
 
 
 async def _respond(request: web.Request, ctx: MessagesCtx, model: str, plan: Plan, state: MockState) -> web.StreamResponse:
-    reply = replies.generate(ctx.conv)
+    reply = replies.generate(ctx.conv, model)
     rid = state.next_id()
     headers = {"request-id": f"req_mock{rid}"}
     message = {

@@ -90,7 +90,7 @@ def _usage(reply: replies.Reply, candidates: int) -> dict[str, Any]:
 
 
 async def _respond_generate(request: web.Request, ctx: GenerateCtx, model: str, plan: Plan, state: MockState) -> web.StreamResponse:
-    reply = replies.generate(ctx.conv)
+    reply = replies.generate(ctx.conv, model)
     head = {"modelVersion": model, "responseId": f"mock{state.next_id()}"}
     method = request.match_info["target"].rpartition(":")[2]
     if method == "streamGenerateContent":

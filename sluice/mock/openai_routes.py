@@ -1,4 +1,4 @@
-"""OpenAI (and Azure OpenAI) routes: chat completions (JSON and SSE), embeddings, models."""
+"""OpenAI (and Azure OpenAI) routes: chat completions (JSON and SSE), embeddings, moderations, models."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sluice.mock import replies
+from sluice.mock import moderation, replies
 from sluice.mock.common import STATE, ApiError, Endpoint, error_headers, json_response, send_events, send_json, serve, sse
 from sluice.mock.faults import Plan
 from sluice.mock.openai_wire import ChatCtx, parse_chat, parse_embeddings
@@ -113,7 +113,7 @@ def _usage(reply: replies.Reply, n: int) -> dict[str, Any]:
 
 
 async def _respond_chat(request: web.Request, ctx: ChatCtx, model: str, plan: Plan, state: MockState) -> web.StreamResponse:
-    reply = replies.generate(ctx.conv)
+    reply = replies.generate(ctx.conv, model)
     rid = state.next_id()
     head = {"id": f"chatcmpl-mock{rid}", "created": int(time.time()), "model": model, "system_fingerprint": "fp_mock"}
     headers = {"x-request-id": f"req_mock{rid}"}
@@ -191,6 +191,8 @@ async def list_models(request: web.Request) -> web.Response:
 
 CHAT = Endpoint("openai", openai_auth, _body_model, _validate_chat, _respond_chat, openai_error, _fault_message)
 EMBEDDINGS = Endpoint("openai", openai_auth, _body_model, _validate_embeddings, _respond_embeddings, openai_error, _fault_message)
+MODERATIONS = Endpoint("openai", openai_auth, moderation.model_of, moderation.validate_moderation,
+                       moderation.respond_moderation, openai_error, _fault_message)
 AZURE_CHAT = Endpoint("azure", azure_auth, _deployment, _validate_azure_chat, _respond_chat, azure_error, _fault_message)
 AZURE_EMBEDDINGS = Endpoint("azure", azure_auth, _deployment, _validate_embeddings, _respond_embeddings, azure_error, _fault_message)
 
@@ -202,6 +204,9 @@ def add_routes(app: web.Application) -> None:
     async def embeddings(request: web.Request) -> web.StreamResponse:
         return await serve(request, EMBEDDINGS)
 
+    async def moderations(request: web.Request) -> web.StreamResponse:
+        return await serve(request, MODERATIONS)
+
     async def azure_chat(request: web.Request) -> web.StreamResponse:
         return await serve(request, AZURE_CHAT)
 
@@ -210,6 +215,7 @@ def add_routes(app: web.Application) -> None:
 
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/moderations", moderations)
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", azure_chat)
     app.router.add_post("/openai/deployments/{deployment}/embeddings", azure_embeddings)

@@ -11,8 +11,12 @@ The rules, which tests may rely on:
   "any", a named tool) calls a tool even after a tool result. The arguments are
   :func:`sample_from_schema` of the tool's parameters.
 * JSON mode: ``json_schema`` → :func:`sample_from_schema` of the schema; ``json_object``
-  → ``{"echo": <last user text>}``.
+  → ``{"echo": <last user text>}``. When the last user text contains ``[[invalid-json]]`` the
+  JSON is cut in half (invalid), as a model that broke off would answer — for testing
+  structured-output validation and repair.
 * Stop sequences cut the text before the first occurrence (finish reason ``stop_sequence``).
+* Guard models: a model whose name contains "guard" answers like Llama Guard ("safe", or
+  "unsafe\nS1,S10") instead of echoing; see :mod:`sluice.mock.moderation` for the rules.
 * Tokens: input = ``ceil(chars / 4)`` (at least 1) over all message text, system text,
   tool-call arguments and tool results; output = number of whitespace-separated words of the
   reply text (for a tool call: of the arguments JSON). ``max_tokens`` truncates the reply to
@@ -30,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from sluice.mock.moderation import guard_verdict, is_guard_model
 
 Finish = str  # "stop" | "length" | "tool_calls" | "stop_sequence"
 
@@ -81,7 +87,7 @@ def expected_text_reply(user_text: str) -> str:
     return "Echo: " + (user_text if user_text.strip() else "(empty)")
 
 
-def generate(conv: Conversation) -> Reply:
+def generate(conv: Conversation, model: str = "") -> Reply:
     reply = Reply(input_tokens=count_input_tokens(conv.input_chars))
     tool = _chosen_tool(conv)
     if tool is not None:
@@ -91,7 +97,7 @@ def generate(conv: Conversation) -> Reply:
         reply.finish = "tool_calls"
         reply.output_tokens = count_output_tokens(reply.tool_arguments)
         return reply
-    reply.text = _reply_text(conv)
+    reply.text = guard_verdict(conv.last_user_text) if is_guard_model(model) else _reply_text(conv)
     _apply_stop(reply, conv.stop)
     _apply_max_tokens(reply, conv.max_tokens)
     reply.output_tokens = count_output_tokens(reply.text)
@@ -111,11 +117,16 @@ def _chosen_tool(conv: Conversation) -> tuple[str, dict | None] | None:
     return None
 
 
+INVALID_JSON_MARKER = "[[invalid-json]]"
+
+
 def _reply_text(conv: Conversation) -> str:
-    if conv.json_schema is not None:
-        return orjson.dumps(sample_from_schema(conv.json_schema)).decode()
-    if conv.json_object:
-        return orjson.dumps({"echo": conv.last_user_text}).decode()
+    if conv.json_schema is not None or conv.json_object:
+        sample = sample_from_schema(conv.json_schema) if conv.json_schema is not None else {"echo": conv.last_user_text}
+        text = orjson.dumps(sample).decode()
+        if INVALID_JSON_MARKER in conv.last_user_text:
+            return text[: max(1, len(text) // 2)]  # a model that broke off mid-object
+        return text
     if conv.last_is_tool_result:
         return f"Tool {conv.tool_result_name or 'call'} returned: {conv.tool_result_text}"
     return expected_text_reply(conv.last_user_text)

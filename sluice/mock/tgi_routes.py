@@ -122,7 +122,7 @@ def _tokens(words: list[str]) -> list[dict[str, Any]]:
 
 
 async def _respond_generate(request: web.Request, ctx: GenerateCtx, model: str, plan: Plan, state: MockState) -> web.StreamResponse:
-    reply = replies.generate(ctx.conv)
+    reply = replies.generate(ctx.conv, model)
     text = ctx.inputs + reply.text if ctx.full_text else reply.text
     body: dict[str, Any] = {"generated_text": text}
     if ctx.details:
@@ -138,7 +138,7 @@ async def _respond_generate(request: web.Request, ctx: GenerateCtx, model: str, 
 
 
 async def _respond_stream(request: web.Request, ctx: GenerateCtx, model: str, plan: Plan, state: MockState) -> web.StreamResponse:
-    reply = replies.generate(ctx.conv)
+    reply = replies.generate(ctx.conv, model)
     tokens = _tokens(replies.split_words(reply.text))
     events = []
     for i, token in enumerate(tokens):

@@ -7,7 +7,7 @@ from typing import AsyncIterator
 import orjson
 
 from sluice.providers.base import ProviderAdapter, Upstream
-from sluice.providers.http import HttpPool, Timeouts, read_sse
+from sluice.providers.http import HttpPool, Timeouts, read_sse, relay_body
 from sluice.schema import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, GatewayError
 
 
@@ -29,13 +29,20 @@ class ProviderClient:
             raise self._error(resp.status, resp.body, resp.headers)
         return self.adapter.chat_response(_json(resp.body, self.upstream.provider), req, self.upstream)
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[list[ChatChunk]]:
+    async def stream(self, req: ChatRequest, relay: str | None = None) -> AsyncIterator[list[ChatChunk]]:
         """Yield canonical chunks in batches (one per network read); closing the iterator
-        closes the upstream connection."""
+        closes the upstream connection. ``relay`` names the client's dialect: when the adapter
+        can pass its events to such a client as they are, batches are relay chunks
+        (``sluice.providers.relay``)."""
         wire = self.adapter.chat_request(req, self.upstream)
         resp, failed = await self.pool.open_stream(self.upstream.provider, wire, self.timeouts)
         if failed is not None:
             raise self._error(failed.status, failed.body, failed.headers)
+        relayer = self.adapter.relay(relay, req, self.upstream) if relay and hasattr(self.adapter, "relay") else None
+        if relayer is not None:
+            async for batch in relay_body(resp, relayer, self.upstream.provider):
+                yield batch
+            return
         decoder = self.adapter.stream_decoder(req, self.upstream)
         try:
             async for events in read_sse(resp, self.upstream.provider):
@@ -58,6 +65,16 @@ class ProviderClient:
         if resp.status >= 400:
             raise self._error(resp.status, resp.body, resp.headers)
         return self.adapter.embeddings_response(_json(resp.body, self.upstream.provider), req, self.upstream)
+
+    async def moderations(self, payload: dict) -> dict:
+        """An OpenAI-style moderation request (guardrails' ``endpoint`` backend)."""
+        build = getattr(self.adapter, "moderations_request", None)
+        if build is None:
+            raise GatewayError("invalid_request", f"provider '{self.upstream.provider}' has no moderation endpoint")
+        resp = await self.pool.send(self.upstream.provider, build(payload, self.upstream), self.timeouts)
+        if resp.status >= 400:
+            raise self._error(resp.status, resp.body, resp.headers)
+        return _json(resp.body, self.upstream.provider)
 
     def _error(self, status: int, body: bytes, headers) -> GatewayError:
         err = self.adapter.error(status, body, headers)

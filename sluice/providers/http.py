@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 import orjson
 
 from sluice.providers.base import SSEEvent, WireRequest
-from sluice.schema import GatewayError
+from sluice.schema import ChatChunk, GatewayError
 
 
 class Timeouts:
@@ -153,24 +153,45 @@ async def read_sse(resp: aiohttp.ClientResponse, provider: str) -> AsyncIterator
                 end = buf.find(b"\n\n", start)
                 if end < 0:
                     break
-                batch.extend(_parse_events(buf[start:end]))
+                batch.extend(parse_events(buf[start:end]))
                 start = end + 2
             buf = buf[start:]
             if batch:
                 yield batch
-    except asyncio.TimeoutError as exc:
-        raise GatewayError("timeout", f"upstream '{provider}' stalled mid-stream", status=504,
-                           provider=provider) from exc
-    except aiohttp.ClientError as exc:
-        raise GatewayError("upstream_unavailable", f"upstream '{provider}' stream broke ({type(exc).__name__})",
-                           status=502, provider=provider) from exc
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        raise stream_broke(provider, exc) from exc
     if buf.strip():
-        tail = _parse_events(buf.rstrip(b"\n"))
+        tail = parse_events(buf.rstrip(b"\n"))
         if tail:
             yield tail
 
 
-def _parse_events(block: bytes) -> list[SSEEvent]:
+async def relay_body(resp: aiohttp.ClientResponse, relayer: Any, provider: str) -> AsyncIterator[list[ChatChunk]]:
+    """A streamed body through a same-dialect relay (``sluice.providers.relay``): one batch per
+    network read, the same timeouts and error mapping as ``read_sse``; closes the response."""
+    try:
+        async for data in resp.content.iter_any():
+            batch = relayer.feed(data)
+            if batch:
+                yield batch
+        tail = relayer.finish()
+        if tail:
+            yield tail
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        raise stream_broke(provider, exc) from exc
+    finally:
+        resp.close()  # an unfinished response closes its connection: the upstream stops generating
+
+
+def stream_broke(provider: str, exc: BaseException) -> GatewayError:
+    """A stream that stalled (the idle timeout) or broke after it started."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return GatewayError("timeout", f"upstream '{provider}' stalled mid-stream", status=504, provider=provider)
+    return GatewayError("upstream_unavailable", f"upstream '{provider}' stream broke ({type(exc).__name__})",
+                        status=502, provider=provider)
+
+
+def parse_events(block: bytes) -> list[SSEEvent]:
     event: str | None = None
     data_lines: list[str] = []
     json_lines: list[SSEEvent] = []

@@ -18,6 +18,7 @@ import msgspec
 import orjson
 
 from sluice.providers.base import SSEEvent, Upstream, WireRequest, decode_error_body, retry_after_seconds
+from sluice.providers.relay import OpenAIRelay
 from sluice.schema import (
     ChatChunk,
     ChatRequest,
@@ -114,6 +115,12 @@ _FINISH = {
 
 def _finish(reason: str | None):
     return None if reason is None else _FINISH.get(reason, "stop")
+
+
+def _wire_finish(reason: str) -> str:
+    """An upstream's finish reason as an OpenAI client gets it (OpenAI has no "error")."""
+    finish = _finish(reason)
+    return "stop" if finish == "error" else finish
 
 
 class OpenAIAdapter:
@@ -296,6 +303,12 @@ class OpenAIAdapter:
     def stream_decoder(self, req: ChatRequest, up: Upstream) -> "OpenAIStreamDecoder":
         return OpenAIStreamDecoder(up.provider)
 
+    def relay(self, dialect: str, req: ChatRequest, up: Upstream) -> OpenAIRelay | None:
+        """A relay of this upstream's events to a client of ``dialect``, when it can take them."""
+        if dialect != "openai":
+            return None
+        return OpenAIRelay(OpenAIStreamDecoder(up.provider), _wire_finish, req.n or 1)
+
     def error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
         return error_from_wire(status, decode_error_body(body), headers)
 
@@ -310,6 +323,11 @@ class OpenAIAdapter:
         if req.user is not None and "user" not in self.dialect.unsupported:
             body["user"] = req.user
         return WireRequest(url=self._url(up, "/embeddings"), headers=self._headers(up), body=body)
+
+    def moderations_request(self, payload: dict[str, Any], up: Upstream) -> WireRequest:
+        """OpenAI's ``POST /moderations``: ``payload`` is its body, with the deployment's model."""
+        body = {**payload, "model": up.model}
+        return WireRequest(url=self._url(up, "/moderations"), headers=self._headers(up), body=body)
 
     def embeddings_response(self, payload: Any, req: EmbeddingRequest, up: Upstream) -> EmbeddingResponse:
         try:

@@ -374,15 +374,16 @@ class Router:
     async def embed(self, req: EmbeddingRequest, route: Route) -> EmbeddingResponse:
         return await self._attempts(req, route, lambda dep, r: dep.client.embed(r))
 
-    async def stream(self, req: ChatRequest, route: Route) -> "PrimedStream":
+    async def stream(self, req: ChatRequest, route: Route, relay: str | None = None) -> "PrimedStream":
         """Open a stream and read up to its first token, failing over until one starts.
 
         "First token" is the first chunk with content (text, a tool call, or the finish): a
-        stream that only announced its role has produced nothing yet. The deployment's
+        stream that only announced its role has produced nothing yet. ``relay`` is the
+        client's dialect, for deployments that can relay their events as they are. The deployment's
         `timeouts.first_token` bounds the wait; running out is a retryable timeout.
         """
         async def start(dep: Deployment, r: ChatRequest) -> PrimedStream:
-            it = dep.client.stream(r).__aiter__()
+            it = dep.client.stream(r, relay).__aiter__()
             limit = dep.client.timeouts.first_token
             try:
                 async with asyncio.timeout(limit):
@@ -403,7 +404,7 @@ async def _read_to_first_token(it: AsyncIterator[list[ChatChunk]]) -> list[ChatC
     head: list[ChatChunk] = []
     async for batch in it:
         head.extend(batch)
-        if any(c.text or c.tool_calls or c.finish_reason for c in batch):
+        if any(c.text or c.tool_calls or c.finish_reason or c.raw_tokens for c in batch):
             break
     return head
 

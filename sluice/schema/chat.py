@@ -166,3 +166,8 @@ class ChatChunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Set by providers on the first chunk when the upstream announces them.
     id: str | None = None
     model: str | None = None
+    # Same-dialect relay: the upstream's own SSE events, whole, to pass to a client that speaks
+    # the upstream's dialect (the other fields stay unset; usage comes as its own chunk), and
+    # how many of those events carry a token (text, a tool-call piece or a finish).
+    raw: bytes | None = None
+    raw_tokens: int = 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date, datetime, timezone
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Iterable, Sequence
 
 import orjson
@@ -23,7 +24,7 @@ from sqlalchemy import Date, String, case, cast, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sluice.store.models import UsageDaily, UsageRecord
+from sluice.store.models import AuditEntry, UsageDaily, UsageRecord
 
 GROUPS = ("key", "team", "user", "model", "tag", "day")
 _COLUMNS = tuple(c.key for c in UsageRecord.__table__.columns)
@@ -74,21 +75,31 @@ def _pg_insert_sql() -> str:
             "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 
 
-@lru_cache(maxsize=1)
-def _sqlite_insert_sql() -> str:
-    return (f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+# SQLite: one multi-row INSERT per chunk, not executemany. The driver releases the GIL around
+# every statement step, and executemany steps once per row: hundreds of GIL hand-offs between
+# the writer thread and the event loop per batch, paid by the requests being served.
+_SQLITE_CHUNK = 32766 // (2 * len(_COLUMNS))  # well under SQLite's bind-parameter limit
+_values = itemgetter(*_COLUMNS)
+_TS, _TAGS = _COLUMNS.index("ts"), _COLUMNS.index("tags")
+
+
+@lru_cache(maxsize=64)
+def _sqlite_insert_sql(rows: int) -> str:
+    one = f"({', '.join('?' * len(_COLUMNS))})"
+    return (f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES {', '.join([one] * rows)} "
             "ON CONFLICT (request_id) DO NOTHING")
 
 
-def _sqlite_value(value: Any) -> Any:
-    """What SQLAlchemy's SQLite types store: UTC text for times, JSON text, 0/1 for booleans."""
-    if isinstance(value, datetime):
-        return utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(value, list):
-        return orjson.dumps(value).decode()
-    if isinstance(value, bool):
-        return int(value)
-    return value
+def _sqlite_params(rows: list[dict[str, Any]]) -> list[Any]:
+    """The rows' values, flat, as SQLAlchemy's SQLite types store them: UTC text for times, JSON
+    text for lists (booleans bind as 0/1 by themselves)."""
+    params: list[Any] = []
+    for row in rows:
+        values = list(_values(row))
+        values[_TS] = values[_TS].strftime("%Y-%m-%d %H:%M:%S.%f")  # already UTC (``_row``)
+        values[_TAGS] = orjson.dumps(values[_TAGS]).decode()
+        params += values
+    return params
 
 
 async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
@@ -102,7 +113,7 @@ async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> set
         result = await connection.exec_driver_sql(_pg_insert_sql(), tuple(columns))
         return {r[0] for r in result.fetchall()}
     # SQLite: one writer per database file (the embedded mode), so "not there before the insert"
-    # is "inserted"; RETURNING cannot be combined with executemany.
+    # is "inserted"; RETURNING would need one statement per row.
     ids = [row["request_id"] for row in rows]
     existing: set[str] = set()
     for start in range(0, len(ids), _CHUNK):
@@ -110,9 +121,9 @@ async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> set
         existing.update((await session.execute(
             select(UsageRecord.request_id).where(UsageRecord.request_id.in_(chunk)))).scalars())
     fresh = [row for row in rows if row["request_id"] not in existing]
-    if fresh:
-        await connection.exec_driver_sql(
-            _sqlite_insert_sql(), [tuple(_sqlite_value(row[name]) for name in _COLUMNS) for row in fresh])
+    for start in range(0, len(fresh), _SQLITE_CHUNK):
+        chunk = fresh[start:start + _SQLITE_CHUNK]
+        await connection.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(_sqlite_params(chunk)))
     return {row["request_id"] for row in fresh}
 
 
@@ -160,7 +171,27 @@ async def write_usage(session: AsyncSession, events: Sequence[Any]) -> int:
     inserted = await _insert_rows(session, list(rows.values()))
     if inserted:
         await _upsert_rollups(session, _rollups(row for rid, row in rows.items() if rid in inserted))
+        _audit_guardrails(session, [row for rid, row in rows.items() if rid in inserted and row.get("guardrails")])
     return len(inserted)
+
+
+_STRONGEST = ("block", "redact", "flag")
+
+
+def _audit_guardrails(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Calls a guardrail acted on (block, redact, flag) also go to the audit log, in the same
+    transaction as their ledger rows: written once, with the row, however often a batch is replayed."""
+    for row in rows:
+        verdicts = row["guardrails"]
+        action = next((a for a in _STRONGEST if f"={a}" in verdicts), None)
+        if action is None:
+            continue
+        actor = f"key:{row['key_id']}" if row["key_id"] else f"user:{row['user_id']}" if row["user_id"] else "anonymous"
+        session.add(AuditEntry(
+            ts=row["ts"], actor=actor[:80], action=f"guardrail.{action}", object_type="call",
+            object_id=row["request_id"][:60], team_id=row["team_id"], before=None,
+            after={"model": row["model"], "verdicts": verdicts, "status": row["status"], "end_user": row["end_user"]},
+            request_id=row["request_id"]))
 
 
 def _aggregates() -> list[Any]:

@@ -576,3 +576,38 @@ def test_sdk_embeddings_explicit_float_and_base64():
     # Asked for explicitly, base64 is handed back as the raw string.
     assert seen[-1].encoding_format == "base64"
     assert struct.unpack("<3f", base64.b64decode(out.data[0].embedding)) == tuple(VECTORS[0])
+
+
+# ---- same-dialect relay ---------------------------------------------------------------------
+
+_UP = (b'data: {"id":"c","model":"up-model","choices":[{"index":0,"delta":{"content":"a"}}],"usage":null}\n\n')
+_UP_USAGE = (b'data: {"id":"c","model":"up-model","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,'
+             b'"total_tokens":2}}\n\ndata: [DONE]\n\n')
+
+
+def _relayed(include_usage: bool) -> bytes:
+    from sluice.schema import ChatChunk, Usage
+
+    enc = ChunkEncoder("id", "my-alias", include_usage)
+    out = enc.encode(ChatChunk(raw=_UP)) + enc.encode(ChatChunk(raw=_UP))
+    out += enc.encode(ChatChunk(raw=_UP_USAGE, usage=Usage(input_tokens=1, output_tokens=1)))
+    return out + enc.close()
+
+
+def test_relayed_events_carry_the_alias_and_end_once():
+    out = _relayed(include_usage=True)
+    assert b"up-model" not in out and out.count(b'"model":"my-alias"') == 3
+    assert out.count(b"[DONE]") == 1 and b'"usage":{"prompt_tokens":1' in out
+
+
+def test_relayed_usage_report_is_dropped_unless_asked_for():
+    out = _relayed(include_usage=False)
+    assert b'"choices":[]' not in out and b"prompt_tokens" not in out
+    assert out.endswith(b"data: [DONE]\n\n") and out.count(b"[DONE]") == 1
+
+
+def test_a_relay_without_done_gets_one():
+    from sluice.schema import ChatChunk
+
+    enc = ChunkEncoder("id", "m", False)
+    assert enc.encode(ChatChunk(raw=_UP)) and enc.close() == b"data: [DONE]\n\n"

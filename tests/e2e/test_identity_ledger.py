@@ -223,3 +223,25 @@ async def test_ledger_records_the_route_taken(gateway, pg_url, sdk):
     for model, (route, _, _) in cases.items():
         assert rows[rids[model]].route == route, model
         assert rows[rids[model]].model == model  # the alias the client asked for, not the one routed to
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_relayed_openai_stream_is_accounted_and_shaped_as_asked(gateway, pg_url, sdk, include_usage):
+    """An OpenAI client streaming from an OpenAI-compatible upstream gets the upstream's events
+    relayed (no re-encoding): the alias as the model, usage only when asked, and the ledger
+    still has the upstream's token counts."""
+    client = sdk.openai(f"{gateway.url}/v1", MASTER_KEY)
+    rid = f"relay-{secrets.token_hex(4)}"
+    extra = {"stream_options": {"include_usage": True}} if include_usage else {}
+    stream = await client.chat.completions.create(
+        model="gpt-mock", stream=True, messages=[{"role": "user", "content": "relay these words"}],
+        extra_headers={"x-request-id": rid}, **extra)
+    chunks = [c async for c in stream]
+    assert all(c.model == "gpt-mock" for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Echo: relay these words"
+    usage = [c.usage for c in chunks if c.usage is not None]
+    assert (len(usage) == 1 and not chunks[-1].choices) if include_usage else not usage
+    row = (await _rows(pg_url, [rid]))[rid]
+    assert row.stream and row.status == 200 and row.input_tokens > 0 and row.output_tokens == 4
+    if include_usage:
+        assert (usage[0].prompt_tokens, usage[0].completion_tokens) == (row.input_tokens, row.output_tokens)

@@ -35,22 +35,22 @@ def test_policy_selection_by_alias_team_and_key():
     assert g.policy_for(Principal("key", "k2", key_id="k2", team_id="t2"), "claude").name == "team-only"
 
 
-def test_reversible_redaction_round_trip():
-    redacted, session = redacting().start(CALLER, req(f"mail {EMAIL} now"))
+async def test_reversible_redaction_round_trip():
+    redacted, session = await redacting().start(CALLER, req(f"mail {EMAIL} now"))
     sent = redacted.messages[0].text()
     assert EMAIL not in sent and "[EMAIL_1]" in sent
-    restored = session.finish_response(answer(f"I will write to {sent.split()[1]}"))
+    restored = await session.finish_response(answer(f"I will write to {sent.split()[1]}"))
     assert restored.choices[0].message.text() == f"I will write to {EMAIL}"
     assert "pii=redact" in session.header()
 
 
-def test_mask_mode_keeps_nothing():
-    redacted, session = redacting(mode="mask").start(CALLER, req(f"mail {EMAIL}"))
+async def test_mask_mode_keeps_nothing():
+    redacted, session = await redacting(mode="mask").start(CALLER, req(f"mail {EMAIL}"))
     assert EMAIL not in redacted.messages[0].text() and session.vault is None
 
 
 async def test_placeholders_split_across_stream_chunks_are_restored():
-    redacted, session = redacting().start(CALLER, req(f"mail {EMAIL}"))
+    redacted, session = await redacting().start(CALLER, req(f"mail {EMAIL}"))
     text = f"Writing to {redacted.messages[0].text().split()[1]} today."
     for cut in range(1, len(text)):
         async def batches():
@@ -63,7 +63,7 @@ async def test_placeholders_split_across_stream_chunks_are_restored():
 
 
 async def test_a_stream_ending_without_finish_releases_held_text():
-    _, session = redacting().start(CALLER, req(f"mail {EMAIL}"))
+    _, session = await redacting().start(CALLER, req(f"mail {EMAIL}"))
 
     async def batches():
         yield [ChatChunk(text="ends with [EMA")]
@@ -72,19 +72,19 @@ async def test_a_stream_ending_without_finish_releases_held_text():
     assert out == "ends with [EMA"
 
 
-def test_blocks_are_gateway_errors_in_the_clients_dialect():
+async def test_blocks_are_gateway_errors_in_the_clients_dialect():
     g = Guardrails([PolicySpec("p", input=(CheckSpec("max_length", "block", max_chars=5),))])
     with pytest.raises(GatewayError) as refused:
-        g.start(CALLER, req("far too long"))
+        await g.start(CALLER, req("far too long"))
     assert refused.value.status == 400 and refused.value.code == "guardrail_blocked"
 
 
-def test_output_checks():
+async def test_output_checks():
     g = Guardrails([PolicySpec("p", output=(CheckSpec("pii", "redact"),))])
-    _, session = g.start(CALLER, req("hi"))
-    masked = session.finish_response(answer(f"contact {EMAIL}"))
+    _, session = await g.start(CALLER, req("hi"))
+    masked = await session.finish_response(answer(f"contact {EMAIL}"))
     assert EMAIL not in masked.choices[0].message.text()
     g = Guardrails([PolicySpec("p", output=(CheckSpec("max_length", "block", max_chars=3),))])
-    _, session = g.start(CALLER, req("hi"))
+    _, session = await g.start(CALLER, req("hi"))
     with pytest.raises(GatewayError):
-        session.finish_response(answer("a long answer"))
+        await session.finish_response(answer("a long answer"))

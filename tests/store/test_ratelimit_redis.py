@@ -65,7 +65,8 @@ async def test_window_slides_and_refusal_charges_nothing(gateways):
 
 async def test_settle_down_and_up_across_instances(gateways):
     a, b = gateways(), gateways()
-    tpm = lambda n: Check("tpm", 1000, 60.0, n)
+    def tpm(n):
+        return Check("tpm", 1000, 60.0, n)
     res = await a.reserve([Check("rpm", 10, 60.0), tpm(900)], now=T0)
     assert res.remaining == (9, 100) and res.reset == (pytest.approx(60.0), pytest.approx(60.0))
     await res.settle([None, 150])

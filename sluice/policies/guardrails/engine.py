@@ -1,45 +1,39 @@
 """Guardrail policies: which checks run on a call's input and output, and what their verdicts do.
 
 A policy (``guardrails.policies.<name>`` in sluice.yaml) applies to the calls whose model alias,
-team and key match it; the first matching policy wins. Each check returns a ``Verdict`` — allow,
-flag, redact or block, with a score and reasons:
+team and key match it; the first matching policy wins. Its checks run in the order configured,
+each returning a ``Verdict`` — allow, flag, redact or block, with a score and reasons. The checks
+are in ``builtin`` (pii, injection, max_length, moderation, json_schema, topics) and ``checks``
+(webhook and Python entry points).
 
-* ``pii`` (input): ``redact`` replaces each finding with a stable placeholder before the upstream
-  sees it and restores the originals in the answer, streamed or not (``mode: reversible``, the
-  default), or masks them for good (``mode: mask``); ``block`` refuses; ``flag`` only reports.
-* ``pii`` (output): ``redact`` masks what the model produced; ``block`` refuses the answer.
-* ``injection`` (input): the layered detector over the user's prompts and, more strictly, the data
-  in the conversation (tool results, embedded documents); ``block`` or ``flag`` above a threshold.
-* ``max_length``: input or output longer than ``max_chars`` characters.
+Verdicts are reported in the ``x-sluice-guardrails`` header (``check=action[:score]`` items), kept
+in the ledger row and, when not ``allow``, in the audit log; a block is a 400 in the client's
+dialect with code ``guardrail_blocked``.
 
-Verdicts are reported in the ``x-sluice-guardrails`` header (``check=action[:score]`` items) and
-a block is a 400 in the client's dialect with code ``guardrail_blocked``. Not yet here (issue 6):
-moderation categories, webhooks and Python entry points, output JSON-schema checks, topic lists,
-incremental output checks on streams, recording verdicts in the ledger and audit log.
+Streams (``Session.guard_stream``): placeholders are restored across chunk boundaries; the checks
+that can run incrementally (regex PII, local moderation, deny keywords, length) scan bounded
+windows of the text as it arrives, and text is released to the client only once scanned, so a
+violation ends the stream with an error event before the offending text leaves. Checks that need
+the whole answer (webhooks, entry points, remote moderation, JSON schema, allow lists) run when
+the upstream finishes, before the stream's end; their block ends the stream with an error event.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
-from msgspec import structs
-
-from sluice.schema import ChatChunk, ChatRequest, ChatResponse, GatewayError, Message, TextPart, ToolCall
-
-ACTIONS = ("allow", "flag", "redact", "block")
+from sluice.policies.guardrails.checks import Check, GuardServices
+from sluice.policies.guardrails.verdict import ACTIONS, Verdict, blocked
+from sluice.schema import ChatChunk, ChatRequest, ChatResponse, GatewayError
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
-    check: str
-    action: str  # one of ACTIONS
-    score: float = 0.0
-    reasons: tuple[str, ...] = ()
-
-    def render(self) -> str:
-        return f"{self.check}={self.action}" + (f":{self.score:.2f}" if self.score else "")
+class TopicSpec:
+    name: str
+    keywords: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +46,27 @@ class CheckSpec:
     types: tuple[str, ...] | None = None
     threshold: float | None = None
     max_chars: int | None = None
+    name: str | None = None
+    url: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+    timeout: float = 2.0
+    fail: str = "closed"
+    backend: str = "local"
+    model: str | None = None
+    judge: str | None = None
+    categories: tuple[str, ...] | None = None
+    schema: Any = None
+    repair: bool = False
+    allow: tuple[TopicSpec, ...] | None = None
+    deny: tuple[TopicSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    every: int = 200  # scan after this many new characters
+    window: int = 2000  # characters held for scanning at most
+    overlap: int = 200  # characters scanned again so a match across two scans is found
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +77,7 @@ class PolicySpec:
     models: tuple[str, ...] = ("*",)
     teams: tuple[str, ...] | None = None
     keys: tuple[str, ...] | None = None
+    stream: StreamSpec = StreamSpec()
 
     def applies(self, principal: Any, alias: str) -> bool:
         if not any(fnmatch.fnmatchcase(alias, pattern) for pattern in self.models):
@@ -71,216 +87,100 @@ class PolicySpec:
         return self.keys is None or getattr(principal, "key_id", None) in self.keys
 
 
-def blocked(verdict: Verdict, where: str) -> GatewayError:
-    why = "; ".join(verdict.reasons[:3]) or verdict.check
-    return GatewayError("content_policy", f"The {where} was blocked by the '{verdict.check}' guardrail ({why}).",
-                        code="guardrail_blocked")
+@dataclass
+class Policy:
+    """A policy with its checks built."""
+
+    spec: PolicySpec
+    input: list[Check]
+    output: list[Check]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 @dataclass
 class Session:
-    """One call's guardrail state: the verdicts so far and the vault of reversible placeholders."""
+    """One call's guardrail state: verdicts so far, the vault of reversible placeholders, the
+    request as the upstream sees it (for repairs), and how to ask the model again."""
 
-    policy: PolicySpec
+    policy: Policy
+    context: dict[str, Any] = field(default_factory=dict)
     verdicts: list[Verdict] = field(default_factory=list)
     vault: Any | None = None  # sluice.policies.guardrails.redact.Vault
+    request: ChatRequest | None = None
+    retry: Callable[[ChatRequest], Awaitable[ChatResponse]] | None = None
 
     def header(self) -> str:
         return ", ".join(v.render() for v in self.verdicts)
 
-    # ---- output -------------------------------------------------------------------------------
+    def acted(self) -> bool:
+        return any(v.action != "allow" for v in self.verdicts)
 
-    def finish_response(self, resp: ChatResponse) -> ChatResponse:
-        """Restore reversible placeholders, then run the output checks (may raise a block)."""
-        choices = [structs.replace(c, message=self._restore_message(c.message)) for c in resp.choices]
-        resp = structs.replace(resp, choices=choices)
-        for spec in self.policy.output:
-            resp = self._check_output(spec, resp)
+    async def finish_response(self, resp: ChatResponse) -> ChatResponse:
+        """Output checks that must see what the upstream produced (JSON schema, with its repair)
+        run first; then placeholders are restored and the other output checks run."""
+        from sluice.policies.guardrails.builtin import JsonSchemaCheck
+        from sluice.policies.guardrails.stream_guard import restore_response
+
+        for check in self.policy.output:
+            if isinstance(check, JsonSchemaCheck):
+                resp = await check.on_output(resp, self)
+        resp = restore_response(resp, self.vault)
+        for check in self.policy.output:
+            if not isinstance(check, JsonSchemaCheck):
+                resp = await check.on_output(resp, self)
         return resp
 
-    def _restore_message(self, message: Message) -> Message:
-        if self.vault is None or not len(self.vault):
-            return message
-        content = [structs.replace(p, text=self.vault.restore(p.text)) if isinstance(p, TextPart) else p
-                   for p in message.content]
-        calls = [structs.replace(c, arguments=self.vault.restore(c.arguments, _json_escape))
-                 for c in message.tool_calls] if message.tool_calls else message.tool_calls
-        return structs.replace(message, content=content, tool_calls=calls)
+    def guard_stream(self, stream: AsyncIterator[list[ChatChunk]]) -> AsyncIterator[list[ChatChunk]]:
+        from sluice.policies.guardrails.stream_guard import GuardedStream
 
-    def _check_output(self, spec: CheckSpec, resp: ChatResponse) -> ChatResponse:
-        text = "\n".join(c.message.text() for c in resp.choices)
-        if spec.check == "max_length":
-            if spec.max_chars is not None and len(text) > spec.max_chars:
-                verdict = Verdict("max_length", spec.action, 1.0, (f"{len(text)} > {spec.max_chars} characters",))
-                self.verdicts.append(verdict)
-                if spec.action == "block":
-                    raise blocked(verdict, "answer")
-            return resp
-        if spec.check == "pii":
-            from sluice.policies.guardrails.pii import detect
-            from sluice.policies.guardrails.redact import mask
-
-            types = None if spec.types is None else set(spec.types)
-            findings = detect(text, types)
-            if not findings:
-                return resp
-            verdict = Verdict("pii", spec.action, 1.0, tuple(sorted({f.type for f in findings})))
-            self.verdicts.append(verdict)
-            if spec.action == "block":
-                raise blocked(verdict, "answer")
-            if spec.action == "redact":
-                choices = [structs.replace(c, message=structs.replace(c.message, content=[
-                    structs.replace(p, text=mask(p.text, spec.types)) if isinstance(p, TextPart) else p
-                    for p in c.message.content])) for c in resp.choices]
-                return structs.replace(resp, choices=choices)
-        return resp
-
-    def restore_stream(self, stream: AsyncIterator[list[ChatChunk]]) -> AsyncIterator[list[ChatChunk]]:
-        """Placeholders restored in streamed text, also when one is split across chunks."""
-        if self.vault is None or not len(self.vault):
+        if (self.vault is None or not len(self.vault)) and not self.policy.output:
             return stream
-        return _RestoredStream(stream, self.vault)
+        return GuardedStream(stream, self)
 
-
-class _RestoredStream:
-    __slots__ = ("_inner", "_restorers", "_vault")
-
-    def __init__(self, inner: AsyncIterator[list[ChatChunk]], vault: Any) -> None:
-        self._inner, self._vault = inner, vault
-        self._restorers: dict[int, Any] = {}
-
-    def __aiter__(self) -> "_RestoredStream":
-        return self
-
-    async def __anext__(self) -> list[ChatChunk]:
-        try:
-            batch = await self._inner.__anext__()
-        except StopAsyncIteration:
-            held = [ChatChunk(index=i, text=r.flush()) for i, r in self._restorers.items() if r.held]
-            if held:  # a stream that ended without a finish chunk: what was held is plain text
-                return held
-            raise
-        out: list[ChatChunk] = []
-        for chunk in batch:
-            restorer = self._restorers.get(chunk.index)
-            if restorer is None:
-                restorer = self._restorers[chunk.index] = self._vault.stream_restorer()
-            text = restorer.feed(chunk.text) if chunk.text else chunk.text
-            if chunk.finish_reason is not None and restorer.held:
-                text = (text or "") + restorer.flush()
-            if text != chunk.text:
-                chunk = structs.replace(chunk, text=text)
-            if chunk.tool_calls:
-                chunk = structs.replace(chunk, tool_calls=[
-                    structs.replace(t, arguments=self._vault.restore(t.arguments, _json_escape))
-                    for t in chunk.tool_calls])
-            if chunk.text == "" and chunk.finish_reason is None and not chunk.tool_calls and chunk.usage is None \
-                    and chunk.role is None:
-                continue  # everything in it is held back for now
-            out.append(chunk)
-        return out
-
-    async def aclose(self) -> None:
-        aclose = getattr(self._inner, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-def _json_escape(text: str) -> str:
-    import orjson
-
-    return orjson.dumps(text).decode()[1:-1]  # inside a JSON string (tool-call arguments)
+    # Kept for callers of the first version.
+    restore_stream = guard_stream
 
 
 class Guardrails:
     """The configured policies; ``start`` picks one for a call and runs its input checks."""
 
-    def __init__(self, policies: Sequence[PolicySpec]) -> None:
-        self.policies = tuple(policies)
+    def __init__(self, policies: Sequence[PolicySpec], services: GuardServices | None = None) -> None:
+        from sluice.policies.guardrails.build import build_check
 
-    def policy_for(self, principal: Any, alias: str) -> PolicySpec | None:
+        self.services = services or GuardServices()
+        self.policies = [Policy(p, [build_check(c, "input", self.services) for c in p.input],
+                                [build_check(c, "output", self.services) for c in p.output]) for p in policies]
+
+    def policy_for(self, principal: Any, alias: str) -> Policy | None:
         for policy in self.policies:
-            if policy.applies(principal, alias):
+            if policy.spec.applies(principal, alias):
                 return policy
         return None
 
-    def start(self, principal: Any, req: ChatRequest) -> tuple[ChatRequest, Session | None]:
+    async def start(self, principal: Any, req: ChatRequest, context: dict[str, Any] | None = None,
+                    retry: Callable[[ChatRequest], Awaitable[ChatResponse]] | None = None,
+                    ) -> tuple[ChatRequest, Session | None]:
         policy = self.policy_for(principal, req.model)
         if policy is None:
             return req, None
-        session = Session(policy)
+        session = Session(policy, context=dict(context or {}), retry=retry)
         try:
-            for spec in policy.input:
-                req = _check_input(spec, req, session)
+            for check in policy.input:
+                req = await check.on_input(req, session)
         except GatewayError as err:
             err.guardrails = session.header()  # type: ignore[attr-defined]  # the verdicts, the block included
             raise
+        session.request = req
         return req, session
 
-
-def _check_input(spec: CheckSpec, req: ChatRequest, session: Session) -> ChatRequest:
-    if spec.check == "pii":
-        return _pii_input(spec, req, session)
-    if spec.check == "injection":
-        _injection_input(spec, req, session)
-    elif spec.check == "max_length":
-        size = sum(len(m.text()) for m in req.messages)
-        if spec.max_chars is not None and size > spec.max_chars:
-            verdict = Verdict("max_length", spec.action, 1.0, (f"{size} > {spec.max_chars} characters",))
-            session.verdicts.append(verdict)
-            if spec.action == "block":
-                raise blocked(verdict, "request")
-    return req
+    async def close(self) -> None:
+        for policy in self.policies:
+            for check in (*policy.input, *policy.output):
+                await check.close()
 
 
-def _pii_input(spec: CheckSpec, req: ChatRequest, session: Session) -> ChatRequest:
-    from sluice.policies.guardrails.pii import detect
-    from sluice.policies.guardrails.redact import Vault, mask
-
-    types = None if spec.types is None else set(spec.types)
-    found = sorted({f.type for m in req.messages for p in m.content if isinstance(p, TextPart)
-                    for f in detect(p.text, types)}
-                   | {f.type for m in req.messages for c in (m.tool_calls or ()) for f in detect(c.arguments, types)})
-    if not found:
-        session.verdicts.append(Verdict("pii", "allow"))
-        return req
-    verdict = Verdict("pii", spec.action, 1.0, tuple(found))
-    session.verdicts.append(verdict)
-    if spec.action == "block":
-        raise blocked(verdict, "request")
-    if spec.action != "redact":
-        return req
-    if spec.mode == "mask":
-        return _map_text(req, lambda text: mask(text, spec.types))
-    vault = session.vault = session.vault or Vault(spec.types)
-    return _map_text(req, vault.redact)
-
-
-def _map_text(req: ChatRequest, fn) -> ChatRequest:
-    messages = []
-    for m in req.messages:
-        content = [structs.replace(p, text=fn(p.text)) if isinstance(p, TextPart) else p for p in m.content]
-        calls = [ToolCall(id=c.id, name=c.name, arguments=fn(c.arguments)) for c in m.tool_calls] \
-            if m.tool_calls else m.tool_calls
-        messages.append(structs.replace(m, content=content, tool_calls=calls))
-    return structs.replace(req, messages=messages)
-
-
-def _injection_input(spec: CheckSpec, req: ChatRequest, session: Session) -> None:
-    from sluice.policies.guardrails.injection import DEFAULT_THRESHOLD, scan_messages
-
-    threshold = spec.threshold if spec.threshold is not None else DEFAULT_THRESHOLD
-    scan = scan_messages(req.messages, threshold=threshold)
-    flagged = [f for f in scan.findings if f.flagged]
-    if not flagged:
-        session.verdicts.append(Verdict("injection", "allow", scan.max_score))
-        return
-    worst = max(flagged, key=lambda f: f.result.score)
-    reasons = (f"{worst.kind} in message {worst.message_index}", *worst.result.reasons[:3])
-    verdict = Verdict("injection", spec.action, worst.result.score, reasons)
-    session.verdicts.append(verdict)
-    if spec.action == "block":
-        raise blocked(verdict, "request")
-
-
-__all__ = ["ACTIONS", "CheckSpec", "Guardrails", "PolicySpec", "Session", "Verdict", "blocked"]
+__all__ = ["ACTIONS", "CheckSpec", "GuardServices", "Guardrails", "Policy", "PolicySpec", "Session", "StreamSpec",
+           "TopicSpec", "Verdict", "blocked"]
