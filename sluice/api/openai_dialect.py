@@ -417,13 +417,14 @@ class ChunkEncoder:
             found = _MODEL_FIELD.search(raw)
             if found is not None and found.end() - found.start() > len(b'"model":""'):
                 self._upstream_model = found.group(0)
-            raw = _MODEL_FIELD.sub(self._model, raw)
-        elif self._upstream_model != self._model:
+            else:  # no model named yet (an empty one, as Azure's first event has): event by event
+                raw = _MODEL_FIELD.sub(self._model, raw)
+        if self._upstream_model is not None and self._upstream_model != self._model:
             raw = raw.replace(self._upstream_model, self._model)
         if chunk.usage is not None:
             self._usage = chunk.usage
-            if not self.include_usage and b'"choices":[]' in raw:
-                raw = b"".join(e + b"\n\n" for e in raw.split(b"\n\n") if e.strip() and b'"choices":[]' not in e)
+            if not self.include_usage:
+                raw = _without_usage_events(raw)
         if raw.endswith(b"data: [DONE]\n\n"):
             self._done_sent = True
         return raw
@@ -435,6 +436,19 @@ class ChunkEncoder:
         if not self.include_usage or self._usage is None:
             return done
         return self._prefix + b'[],"usage":' + orjson.dumps(_usage(self._usage)) + b"}\n\n" + done
+
+
+def _without_usage_events(raw: bytes) -> bytes:
+    """Relayed events minus the usage-only ones (``"choices":[]``), found without splitting."""
+    while True:
+        at = raw.find(b'"choices":[]')
+        if at < 0:
+            return raw
+        start = raw.rfind(b"\n\n", 0, at)
+        start = 0 if start < 0 else start + 2
+        end = raw.find(b"\n\n", at)
+        end = len(raw) if end < 0 else end + 2
+        raw = raw[:start] + raw[end:]
 
 
 def _tool_call_delta(t) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import AsyncIterator
 
+import aiohttp
 import orjson
 
 from sluice.providers.base import ProviderAdapter, Upstream
-from sluice.providers.http import HttpPool, Timeouts, read_sse, relay_body
+from sluice.providers.http import HttpPool, Timeouts, read_sse, stream_broke
 from sluice.schema import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, GatewayError
 
 
@@ -40,8 +42,18 @@ class ProviderClient:
             raise self._error(failed.status, failed.body, failed.headers)
         relayer = self.adapter.relay(relay, req, self.upstream) if relay and hasattr(self.adapter, "relay") else None
         if relayer is not None:
-            async for batch in relay_body(resp, relayer, self.upstream.provider):
-                yield batch
+            try:  # inline rather than another generator layer: this runs for every streamed call
+                async for data in resp.content.iter_any():
+                    batch = relayer.feed(data)
+                    if batch:
+                        yield batch
+                tail = relayer.finish()
+                if tail:
+                    yield tail
+            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                raise stream_broke(self.upstream.provider, exc) from exc
+            finally:
+                resp.close()
             return
         decoder = self.adapter.stream_decoder(req, self.upstream)
         try:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Mapping
+from typing import AsyncIterator, Mapping
 
 import aiohttp
 import orjson
 
 from sluice.providers.base import SSEEvent, WireRequest
-from sluice.schema import ChatChunk, GatewayError
+from sluice.schema import GatewayError
 
 
 class Timeouts:
@@ -164,23 +164,6 @@ async def read_sse(resp: aiohttp.ClientResponse, provider: str) -> AsyncIterator
         tail = parse_events(buf.rstrip(b"\n"))
         if tail:
             yield tail
-
-
-async def relay_body(resp: aiohttp.ClientResponse, relayer: Any, provider: str) -> AsyncIterator[list[ChatChunk]]:
-    """A streamed body through a same-dialect relay (``sluice.providers.relay``): one batch per
-    network read, the same timeouts and error mapping as ``read_sse``; closes the response."""
-    try:
-        async for data in resp.content.iter_any():
-            batch = relayer.feed(data)
-            if batch:
-                yield batch
-        tail = relayer.finish()
-        if tail:
-            yield tail
-    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-        raise stream_broke(provider, exc) from exc
-    finally:
-        resp.close()  # an unfinished response closes its connection: the upstream stops generating
 
 
 def stream_broke(provider: str, exc: BaseException) -> GatewayError:

@@ -30,6 +30,7 @@ from typing import Any
 from sluice.providers.http import parse_events
 from sluice.schema import ChatChunk
 
+_SSE_START = re.compile(rb"\s*(?:data:|:|event:|id:|retry:)")
 _FINISH_REASON = re.compile(rb'"finish_reason":"([^"]*)"')
 _OPENAI_FINISH = frozenset({b"stop", b"length", b"tool_calls", b"content_filter"})
 
@@ -62,7 +63,7 @@ class OpenAIRelay:
             return []
         block, self._buf = buf[:end + 2], buf[end + 2:]
         if self._sse is None:
-            self._sse = block.lstrip().startswith((b"data:", b":", b"event:", b"id:", b"retry:"))
+            self._sse = _SSE_START.match(block) is not None
         if not self._sse:
             return self._decode(block)
         return self._relay(block)
@@ -76,7 +77,7 @@ class OpenAIRelay:
         return self._relay(tail + b"\n\n")
 
     def _relay(self, block: bytes) -> list[ChatChunk]:
-        events = block.count(b"\n\n")
+        events = block.count(b"\n") // 2  # an event is "data: …" and a blank line
         if self._first:
             self._first = False
             events -= 1  # the first event announces the role: not a token yet

@@ -386,8 +386,11 @@ class Router:
             it = dep.client.stream(r, relay).__aiter__()
             limit = dep.client.timeouts.first_token
             try:
-                async with asyncio.timeout(limit):
+                if limit is None:  # no deadline: skip the timeout context, a per-stream cost
                     head = await _read_to_first_token(it)
+                else:
+                    async with asyncio.timeout(limit):
+                        head = await _read_to_first_token(it)
             except TimeoutError:
                 await it.aclose()
                 raise GatewayError("timeout", f"upstream '{dep.provider}' sent no token within {limit:g} s",

@@ -19,6 +19,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Iterable, Sequence
 
+import msgspec
 import orjson
 from sqlalchemy import Date, String, case, cast, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,6 +29,8 @@ from sluice.store.models import AuditEntry, UsageDaily, UsageRecord
 
 GROUPS = ("key", "team", "user", "model", "tag", "day")
 _COLUMNS = tuple(c.key for c in UsageRecord.__table__.columns)
+_COLUMN_SET = frozenset(_COLUMNS)
+_HAS_EVERY_COLUMN: dict[type, bool] = {}
 _LENGTHS = {c.key: c.type.length for c in UsageRecord.__table__.columns
             if isinstance(c.type, String) and c.type.length}
 _ROLLUP_KEY = ("day", "key_id", "team_id", "user_id", "model")
@@ -42,7 +45,14 @@ def utc(ts: datetime) -> datetime:
 
 
 def _row(event: Any) -> dict[str, Any]:
-    row = {name: getattr(event, name) for name in _COLUMNS}
+    kind = type(event)
+    whole = _HAS_EVERY_COLUMN.get(kind)
+    if whole is None:
+        whole = _HAS_EVERY_COLUMN[kind] = issubclass(kind, msgspec.Struct) and _COLUMN_SET <= set(kind.__struct_fields__)
+    if whole:
+        row = msgspec.structs.asdict(event)  # one C call instead of a getattr per column
+    else:
+        row = {name: getattr(event, name) for name in _COLUMNS}
     row["ts"] = utc(row["ts"])
     row["tags"] = list(row["tags"] or [])
     for name, length in _LENGTHS.items():
