@@ -20,7 +20,7 @@ from typing import AsyncIterator, Callable, Mapping
 
 from msgspec import structs
 
-from sluice.config import Config
+from sluice.config import Config, ConfigError
 from sluice.observability.ledger import UsageEvent
 from sluice.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from sluice.observability.metrics import GatewayMetrics
@@ -410,7 +410,8 @@ class Gateway:
                 primed = Replay(entry.response)
             else:
                 # Nothing on the way back needs the text: the upstream's events may go out as they are.
-                relay = call.dialect if guard is None and (plan is None or not plan.store) else None
+                watched = guard is not None and guard.watches_output()
+                relay = call.dialect if not watched and (plan is None or not plan.store) else None
                 primed = await self.router.stream(routed, call.route, relay)
         except (GatewayError, asyncio.CancelledError) as err:
             if isinstance(err, GatewayError):
@@ -692,7 +693,7 @@ def build_guardrails(config: Config, services: GuardServices | None = None) -> G
     try:
         return Guardrails(policies, services)
     except ValueError as exc:
-        raise ValueError(f"guardrails: {exc}") from exc
+        raise ConfigError(f"guardrails: {exc}") from None
 
 
 def _check_spec(c) -> CheckSpec:

@@ -88,3 +88,51 @@ async def test_output_checks():
     _, session = await g.start(CALLER, req("hi"))
     with pytest.raises(GatewayError):
         await session.finish_response(answer("a long answer"))
+
+
+@pytest.mark.parametrize("stage, spec, message", [
+    ("output", CheckSpec("injection"), "input only"),
+    ("input", CheckSpec("json_schema"), "output only"),
+    ("input", CheckSpec("max_length"), "max_chars"),
+    ("input", CheckSpec("webhook"), "url"),
+    ("input", CheckSpec("python", target="no_such_module:fn"), "cannot import"),
+    ("input", CheckSpec("moderation", action="redact"), "not redact"),
+    ("input", CheckSpec("moderation", backend="endpoint"), "needs model"),
+    ("input", CheckSpec("topics"), "allow or a deny list"),
+])
+def test_config_mistakes_name_the_policy_and_check(stage, spec, message):
+    with pytest.raises(ValueError) as bad:
+        Guardrails([PolicySpec("strict", **{stage: (spec,)})])
+    assert message in str(bad.value) and "policy 'strict'" in str(bad.value) and f"{stage} check 1" in str(bad.value)
+
+
+async def test_a_policy_with_input_checks_only_lets_a_stream_pass_untouched():
+    g = Guardrails([PolicySpec("p", input=(CheckSpec("injection", "block"),))])
+    _, session = await g.start(CALLER, req("hello"))
+
+    async def batches():
+        yield [ChatChunk(text="hi")]
+
+    stream = batches()
+    assert not session.watches_output() and session.guard_stream(stream) is stream
+
+
+async def test_stream_scanner_holds_text_until_scanned_and_blocks_before_it_leaves():
+    from sluice.policies.guardrails.engine import StreamSpec
+
+    g = Guardrails([PolicySpec("p", output=(CheckSpec("pii", "block"),), stream=StreamSpec(every=50, window=700,
+                                                                                             overlap=50))])
+    _, session = await g.start(CALLER, req("hi"))
+    words = [f"w{i} " for i in range(60)] + ["card 4111 1111 ", "1111 1111 ", "end"]
+
+    async def batches():
+        for w in words:
+            yield [ChatChunk(text=w)]
+
+    released = []
+    with pytest.raises(GatewayError) as refused:
+        async for batch in session.guard_stream(batches()):
+            released += [c.text for c in batch if c.text]
+    assert refused.value.code == "guardrail_blocked"
+    assert released and "".join(released).startswith("w0 ") and "4111" not in "".join(released)
+    assert "pii=block" in session.header()

@@ -133,12 +133,14 @@ class Session:
                 resp = await check.on_output(resp, self)
         return resp
 
+    def watches_output(self) -> bool:
+        """Whether the answer must pass through this session (placeholders or output checks)."""
+        return bool(self.policy.output) or (self.vault is not None and len(self.vault) > 0)
+
     def guard_stream(self, stream: AsyncIterator[list[ChatChunk]]) -> AsyncIterator[list[ChatChunk]]:
         from sluice.policies.guardrails.stream_guard import GuardedStream
 
-        if (self.vault is None or not len(self.vault)) and not self.policy.output:
-            return stream
-        return GuardedStream(stream, self)
+        return GuardedStream(stream, self) if self.watches_output() else stream
 
     # Kept for callers of the first version.
     restore_stream = guard_stream
@@ -151,8 +153,17 @@ class Guardrails:
         from sluice.policies.guardrails.build import build_check
 
         self.services = services or GuardServices()
-        self.policies = [Policy(p, [build_check(c, "input", self.services) for c in p.input],
-                                [build_check(c, "output", self.services) for c in p.output]) for p in policies]
+
+        def checks(policy: PolicySpec, stage: str) -> list[Check]:
+            built = []
+            for i, spec in enumerate(getattr(policy, stage), start=1):
+                try:
+                    built.append(build_check(spec, stage, self.services))
+                except ValueError as exc:
+                    raise ValueError(f"policy '{policy.name}', {stage} check {i} ({spec.check}): {exc}") from None
+            return built
+
+        self.policies = [Policy(p, checks(p, "input"), checks(p, "output")) for p in policies]
 
     def policy_for(self, principal: Any, alias: str) -> Policy | None:
         for policy in self.policies:
