@@ -38,15 +38,20 @@ class PiiCheck(Check):
         self.action, self.mode, self.types = action, mode, types
         self._types = None if types is None else set(types)
 
-    def _found(self, texts: list[str]) -> tuple[str, ...]:
+    def _findings(self, texts: list[str]) -> dict[str, list]:
+        """Each distinct text's findings, detected once: redaction reuses them."""
         from sluice.policies.guardrails.pii import detect
 
-        return tuple(sorted({f.type for text in texts for f in detect(text, self._types)}))
+        return {text: detect(text, self._types) for text in dict.fromkeys(texts)}
+
+    def _found(self, texts: list[str]) -> tuple[str, ...]:
+        return tuple(sorted({f.type for found in self._findings(texts).values() for f in found}))
 
     async def on_input(self, req: ChatRequest, session: SessionLike) -> ChatRequest:
         texts = [p.text for m in req.messages for p in m.content if isinstance(p, TextPart)]
         texts += [c.arguments for m in req.messages for c in (m.tool_calls or ())]
-        found = self._found(texts)
+        findings = self._findings(texts)
+        found = tuple(sorted({f.type for spans in findings.values() for f in spans}))
         if not found:
             session.verdicts.append(Verdict("pii", "allow"))
             return req
@@ -56,11 +61,11 @@ class PiiCheck(Check):
         if self.mode == "mask":
             from sluice.policies.guardrails.redact import mask
 
-            return map_request_text(req, lambda text: mask(text, self.types))
+            return map_request_text(req, lambda text: mask(text, self.types, findings.get(text)))
         from sluice.policies.guardrails.redact import Vault
 
         vault = session.vault = session.vault or Vault(self.types)
-        return map_request_text(req, vault.redact)
+        return map_request_text(req, lambda text: vault.redact(text, findings.get(text)))
 
     async def on_output(self, resp: ChatResponse, session: SessionLike) -> ChatResponse:
         found = self._found([answer_text(resp)])

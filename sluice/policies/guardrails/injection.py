@@ -152,7 +152,8 @@ def _evasion_views(canonical: str) -> list[tuple[str, str]]:
         as_i = _LEET_TOKEN.sub(lambda m: m.group().translate(_LEET_I), canonical)
         as_l = _LEET_TOKEN.sub(lambda m: m.group().translate(_LEET_L), canonical)
         views.append(("leetspeak", as_l))
-        views.append(("leetspeak", as_i))
+        if as_i != as_l:  # the same unless a token holds a "1"
+            views.append(("leetspeak", as_i))
         current = as_i
     if _SPACED_RUN.search(current):
         collapsed = _SPACED_RUN.sub(_collapse_spaced, current)
@@ -379,7 +380,8 @@ def rule_hits(norm: Normalised) -> list[RuleHit]:
     """Every rule that matches any view; one hit per (rule, view), the plain text first."""
     hits: list[RuleHit] = []
     seen: set[str] = set()
-    views = [("text", norm.text), *norm.views, *norm.decoded]
+    views = [("text", norm.text), *((view, _changed_windows(norm.text, text)) for view, text in norm.views),
+             *norm.decoded]
     meta = bool(_META_REQUEST.search(norm.text))
     for view, text in views:
         quoted = [m.span() for m in _QUOTED.finditer(text)] if meta else []
@@ -393,6 +395,29 @@ def rule_hits(norm: Normalised) -> list[RuleHit]:
                 weight *= MENTION_DISCOUNT
             hits.append(RuleHit(rule.name, rule.family, weight, view, match.group()[:80]))
     return hits
+
+
+_WINDOW = 300  # characters of context kept around a folded token: more than any rule spans
+
+
+def _changed_windows(text: str, view: str) -> str:
+    """The parts of a same-length view that differ from the text, with context: a few folded
+    tokens in a long prompt should not make every rule search the whole prompt again."""
+    if len(view) != len(text):
+        return view  # spaced letters collapsed: positions moved, search it whole
+    spans: list[list[int]] = []
+    for match in _LEET_TOKEN.finditer(text):
+        start, end = match.span()
+        if view[start:end] == text[start:end]:
+            continue
+        lo, hi = max(0, start - _WINDOW), end + _WINDOW
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = hi
+        else:
+            spans.append([lo, hi])
+    if len(spans) == 1 and spans[0][0] == 0 and spans[0][1] >= len(view):
+        return view
+    return " \n ".join(view[lo:hi] for lo, hi in spans)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -239,7 +239,14 @@ def _rule_hits(all_views: Views) -> list[_Hit]:
 
     A rule is tried only on the segments of a view that contain one of its ``needs``.
     """
-    segmented = [(name, [(segment, word_keys(segment)) for segment in _segments(text)]) for name, text in all_views.texts]
+    # A segment another view already holds unchanged cannot match anything new there: most of a
+    # long text reads the same in every view, so each distinct segment is searched once.
+    seen: set[str] = set()
+    segmented = []
+    for name, text in all_views.texts:
+        fresh = [segment for segment in _segments(text) if segment not in seen]
+        seen.update(fresh)
+        segmented.append((name, [(segment, word_keys(segment)) for segment in fresh]))
     hits = []
     for rule in RULES:
         for view, segments in segmented:
