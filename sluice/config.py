@@ -306,7 +306,7 @@ class GuardrailCheckConfig(Strict):
     action: Literal["flag", "redact", "block"] = "block"
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,60}$")  # label in x-sluice-guardrails
     mode: Literal["reversible", "mask"] = "reversible"  # pii with action redact, on input
-    types: list[str] | None = None  # pii: EMAIL, PHONE, CREDIT_CARD, IBAN, SSN, IP_ADDRESS, SECRET; default all
+    types: list[str] | None = None  # pii: EMAIL, PHONE, CREDIT_CARD, IBAN, SSN, IP_ADDRESS, SECRET, ADDRESS (PERSON with the ner extra); default all but PERSON
     threshold: float | None = Field(None, gt=0, le=1)  # injection, moderation, topics (similarity)
     max_chars: int | None = Field(None, gt=0)  # max_length
     # webhook / python

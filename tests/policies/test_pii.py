@@ -258,3 +258,130 @@ def test_assignment_names_in_any_case_and_not_as_part_of_longer_names():
     assert found("PASSWORD=Hunter2xyz") == [("SECRET", "Hunter2xyz")]
     assert found("İstanbul office: Password: Tr0ub4dor&3") == [("SECRET", "Tr0ub4dor&3")]  # İ grows when lowered
     assert found("mypassword=notthisone") == []
+
+
+# ---------------------------------------------------------------- street addresses
+
+
+@pytest.mark.parametrize("text,address", [
+    ("I live at 10 Downing Street, London SW1A 2AA.", "10 Downing Street, London SW1A 2AA"),
+    ("Ship it to 1600 Pennsylvania Avenue NW, Washington, DC 20500.", "1600 Pennsylvania Avenue NW, Washington, DC 20500"),
+    ("Bill 123 Main St. Apt 4B, Springfield, IL 62704 today", "123 Main St. Apt 4B, Springfield, IL 62704"),
+    ("Office: Suite 300, 1 Market St, San Francisco, CA 94105", "Suite 300, 1 Market St, San Francisco, CA 94105"),
+    ("at 500 W 5th St tomorrow", "500 W 5th St"),
+    ("to 42 Elm Rd", "42 Elm Rd"),
+    ("at 7 Oak Ln.", "7 Oak Ln."),  # the dot of an abbreviation stays
+    ("221B Baker Street, London NW1 6XE", "221B Baker Street, London NW1 6XE"),
+    ("Flat 3, 12 High Street, Oxford OX1 4AA", "Flat 3, 12 High Street, Oxford OX1 4AA"),
+    ("Mail: 55 Park Pl #12\nBrooklyn, NY 11217\nThanks", "55 Park Pl #12\nBrooklyn, NY 11217"),
+])
+def test_addresses_us_and_uk(text, address):
+    assert found(text) == [("ADDRESS", address)]
+
+
+@pytest.mark.parametrize("text,address", [
+    ("Send it to P.O. Box 1234, Springfield, IL 62704", "P.O. Box 1234, Springfield, IL 62704"),
+    ("PO Box 77", "PO Box 77"),
+    ("write to po box 9 please", "po box 9"),
+    ("Postbus 1234", "Postbus 1234"),
+    ("PSC 1234, Box 5678\nAPO AE 09012", "PSC 1234, Box 5678\nAPO AE 09012"),
+    ("Meet me at Unit 7194 Box 5854\nDPO AE 73472", "Unit 7194 Box 5854\nDPO AE 73472"),
+    ("USNS Bergman\nFPO AP 93757", "USNS Bergman\nFPO AP 93757"),
+])
+def test_post_boxes(text, address):
+    assert found(text) == [("ADDRESS", address)]
+
+
+@pytest.mark.parametrize("text,address", [
+    ("Friedrichstraße 123, 10117 Berlin", "Friedrichstraße 123, 10117 Berlin"),
+    ("Augsburger Strasse 36", "Augsburger Strasse 36"),
+    ("25 Rue de Rivoli, 75001 Paris", "25 Rue de Rivoli, 75001 Paris"),
+    ("Via delle Coste 41", "Via delle Coste 41"),
+    ("Calle Mayor 5, 28013 Madrid", "Calle Mayor 5, 28013 Madrid"),
+    ("Rua Augusta 100, 1100-053 Lisboa", "Rua Augusta 100, 1100-053 Lisboa"),
+    ("ul. Marszałkowska 10, 00-001 Warszawa", "ul. Marszałkowska 10, 00-001 Warszawa"),
+    ("Kerkstraat 12, 1017 GC Amsterdam", "Kerkstraat 12, 1017 GC Amsterdam"),
+    ("Kiannonkatu 98\nSuite 464\nOULU", "Kiannonkatu 98\nSuite 464\nOULU"),
+    ("Váci utca 12., 1052 Budapest", "Váci utca 12., 1052 Budapest"),
+    ("Trenerys gate 232", "Trenerys gate 232"),
+    ("Πλατεία Συντάγματος 204", "Πλατεία Συντάγματος 204"),
+    ("Avenue d'Ouchy 4, 1006 Lausanne", "Avenue d'Ouchy 4, 1006 Lausanne"),
+])
+def test_addresses_outside_english(text, address):
+    assert found(text) == [("ADDRESS", address)]
+
+
+def test_bare_street_names_need_an_address_around_them():
+    # a name and a number alone are only an address with a unit, a postal code or an address cue
+    assert found("My address is Pagari 18.") == [("ADDRESS", "Pagari 18")]
+    assert found("Sara Schwarz\n28245 Allika 46\nSuite 501\nRiisa") == [("ADDRESS", "28245 Allika 46\nSuite 501\nRiisa")]
+    assert found("Pagari 18 was the best album of the year.") == []
+    assert found("Meet me at Gate 23.") == []  # a gate, not a street
+    assert found("Send a question to RAYX 2 and wait.") == []  # a product code
+    assert found('return "SELECT %s WHERE 1"') == []
+
+
+@pytest.mark.parametrize("text", [
+    "in 3 days", "version 2 Way", "Route 66 song", "Route 66 is a song", "Windows 10 Pro and Office 365",
+    "Python 3.11 Way of doing things", "See Chapter 3 Main Street Blues for details.",
+    "We have 9 Supreme Court justices.", "We moved 20 Main Street projects to the new repo.",
+    "The 3 Musketeers Way", "Brigade 3 marched on.", "Committee 5 met.", "Since 1954 Cooperstown has grown.",
+    "Interstate 95 is closed.", "Take Highway 1 north for 20 miles.", "The 5 Star Drive-In", "Room 101 is cold.",
+    "Thu 29 Nov 2007", "Copyright 1991, 1996 Free Software Foundation, Inc.", "at 5 Park Avenue prices, nobody buys.",
+    "Order 12345 Street Fighter edition", "card 4111 1111 1111 1111 exp 12/27",
+])
+def test_address_look_alikes(text):
+    assert [kind for kind, _ in found(text)] in ([], ["CREDIT_CARD"])
+
+
+def test_ten_downing_street_is_an_address():
+    assert found("Deliver it to 10 Downing Street.") == [("ADDRESS", "10 Downing Street")]
+    assert found("10 DOWNING STREET") == [("ADDRESS", "10 DOWNING STREET")]
+    assert found("deliver it to 10 downing street, london") == [("ADDRESS", "10 downing street, london")]
+
+
+def test_corner_of_two_streets_is_one_address():
+    text = "Meet at the corner of 74 Sikelianou Street and King Forges."
+    assert found(text) == [("ADDRESS", "74 Sikelianou Street and King Forges")]
+
+
+def test_addresses_and_other_types():
+    # house numbers that look like trunk-prefixed phones are part of the address…
+    assert found("03262 2437 Main St") == [("ADDRESS", "03262 2437 Main St")]
+    # …unless only phones are asked for
+    assert found("03262 2437 Main St", {"PHONE"}) == [("PHONE", "03262 2437")]
+    text = "Jane, 12 Oak Lane, Boston, MA 02118, jane@example.org, +1 617 555 0100"
+    assert found(text) == [
+        ("ADDRESS", "12 Oak Lane, Boston, MA 02118"), ("EMAIL", "jane@example.org"), ("PHONE", "+1 617 555 0100")]
+    assert found(text, {"EMAIL", "PHONE"}) == [("EMAIL", "jane@example.org"), ("PHONE", "+1 617 555 0100")]
+
+
+def test_address_is_a_default_type_and_needs_no_extra():
+    assert pii.ADDRESS in pii.DEFAULT_TYPES and pii.ADDRESS in pii.REGEX_TYPES
+    assert found("12 Oak Lane", {"ADDRESS"}) == [("ADDRESS", "12 Oak Lane")]
+
+
+def test_address_spans_take_ner_places():
+    from sluice.policies.guardrails.address import address_spans
+
+    text = "The early shows on Berg Hills Street were loud; mail goes to 12 Oak Lane, springfield."
+    assert [text[s:e] for s, e, _ in address_spans(text)] == ["12 Oak Lane"]
+    places = [(19, 36, "FAC"), (74, 85, "GPE")]
+    spans = address_spans(text, places)
+    assert [text[s:e] for s, e, _ in spans] == ["Berg Hills Street", "12 Oak Lane, springfield"]
+    assert spans[0][2] < spans[1][2]  # a street named without a number scores lower
+    assert address_spans("I had the Atari ST then", [(6, 18, "FAC")]) == []
+
+
+def test_addresses_with_the_ner_extra():
+    pytest.importorskip(pii.NER_PACKAGE, reason="optional extra `ner` not installed")
+    text = "Angela Merkel lives at 12 Main Street, springfield."
+    assert found(text, {"PERSON", "ADDRESS"}) == [("PERSON", "Angela Merkel"), ("ADDRESS", "12 Main Street, springfield")]
+    assert found(text) == [("ADDRESS", "12 Main Street")]  # without the engine's places
+
+
+def test_address_offsets_in_unicode_text():
+    text = "👋🏽 Grüße — Lieferadresse: Friedrichstraße 123, 10117 Berlin ✓"
+    (finding,) = detect(text)
+    assert finding.type == "ADDRESS" and text[finding.start : finding.end] == finding.text
+    assert finding.text == "Friedrichstraße 123, 10117 Berlin"

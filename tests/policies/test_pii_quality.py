@@ -2,7 +2,9 @@
 
 Targets (issue 6): precision ≥ 0.95 and recall ≥ 0.95 on each structured identifier type (EMAIL,
 PHONE, CREDIT_CARD, IBAN, SSN, IP_ADDRESS), on the shared presidio-research set and on the
-synthetic set of tests/data. A detector change that costs quality must be re-evaluated, not slipped in.
+synthetic set of tests/data. ADDRESS (a default type because its precision is ≥ 0.95) is held to
+its measured figures less a small margin, on the whole presidio set and on its design and held-out
+rows. A detector change that costs quality must be re-evaluated, not slipped in.
 """
 
 from __future__ import annotations
@@ -83,3 +85,32 @@ def test_scoring_rules():
     assert (dont_care.true_positives, dont_care.false_positives) == (0, 0)
     wrong_type = evaluation.score_row(text, gold, [Finding("SSN", 0, 10, text[:10], 1.0)], "SSN")
     assert (wrong_type.false_positives, wrong_type.rows_without, wrong_type.rows_without_with_fp) == (1, 1, 1)
+
+
+# ADDRESS figures on the presidio set (docs/guardrails.md), less a margin of about two points:
+# split -> (precision, recall) floors; measured 0.994/0.953 overall, 1.000/0.971 dev, 0.980/0.911 holdout.
+ADDRESS_FLOORS = {"all": (0.97, 0.93), "dev (index % 3 != 0)": (0.98, 0.95), "holdout (index % 3 == 0)": (0.95, 0.89)}
+
+
+@pytest.fixture(scope="module")
+def presidio_rows():
+    if not evaluation.PRESIDIO.exists():
+        pytest.skip(f"{evaluation.PRESIDIO} is not on this machine")
+    return evaluation.load_rows(evaluation.PRESIDIO)
+
+
+@pytest.mark.parametrize("split", sorted(ADDRESS_FLOORS))
+def test_addresses_on_the_presidio_set(presidio_rows, split):
+    rows = presidio_rows if split == "all" else evaluation.split_rows(presidio_rows)[split]
+    score = evaluation.evaluate(rows, ["ADDRESS"])["ADDRESS"]
+    assert score.gold >= (598 if split == "all" else 150)
+    precision, recall = ADDRESS_FLOORS[split]
+    assert score.precision >= precision, (score.precision, score.fp_examples[:10])
+    assert score.recall >= recall, (score.recall, score.missed_examples[:10])
+    assert score.fp_rate <= 0.01
+
+
+def test_no_addresses_in_the_synthetic_set():
+    """Its rows are dense with numbers (cards, IBANs, phones, orders, versions) and hold no address."""
+    score = evaluation.evaluate(evaluation.load_rows(evaluation.SYNTHETIC), ["ADDRESS"])["ADDRESS"]
+    assert score.gold == 0 and score.false_positives == 0, score.fp_examples[:10]

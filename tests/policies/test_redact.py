@@ -201,3 +201,18 @@ def test_stream_applies_the_encoder(encode):
     vault.redact("x@y.org")
     out, _ = stream(vault.stream_restorer(encode), ["a [EMA", "IL_1] b"])
     assert out == ("a x@y.org b" if encode is None else "a X@Y.ORG b")
+
+
+def test_addresses_get_placeholders_and_come_back_whole_even_split_across_deltas():
+    vault = Vault()
+    prompt = "Ship to 10 Downing Street, London SW1A 2AA; bill PO Box 77. Typed by me: [ADDRESS_2]"
+    redacted = vault.redact(prompt)
+    assert redacted == "Ship to [ADDRESS_1]; bill [ADDRESS_2]. Typed by me: [ADDRESS_3]"
+    assert vault.originals["[ADDRESS_1]"] == "10 Downing Street, London SW1A 2AA"
+    assert vault.originals["[ADDRESS_3]"] == "[ADDRESS_2]"  # a look-alike is restored verbatim
+    answer = "Sent to [ADDRESS_1], invoice to [ADDRESS_2], note [ADDRESS_3]."
+    restorer = vault.stream_restorer()
+    out = "".join(restorer.feed(answer[i : i + 3]) for i in range(0, len(answer), 3)) + restorer.flush()
+    assert out == vault.restore(answer) == (
+        "Sent to 10 Downing Street, London SW1A 2AA, invoice to PO Box 77, note [ADDRESS_2].")
+    assert mask(prompt) == "Ship to [ADDRESS]; bill [ADDRESS]. Typed by me: [ADDRESS_2]"

