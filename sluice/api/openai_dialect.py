@@ -418,7 +418,7 @@ class ChunkEncoder:
             if found is not None and found.end() - found.start() > len(b'"model":""'):
                 self._upstream_model = found.group(0)
             else:  # no model named yet (an empty one, as Azure's first event has): event by event
-                raw = _MODEL_FIELD.sub(self._model, raw)
+                raw = _MODEL_FIELD.sub(lambda _: self._model, raw)  # a function: no template escapes
         if self._upstream_model is not None and self._upstream_model != self._model:
             raw = raw.replace(self._upstream_model, self._model)
         if chunk.usage is not None:

@@ -611,3 +611,12 @@ def test_a_relay_without_done_gets_one():
 
     enc = ChunkEncoder("id", "m", False)
     assert enc.encode(ChatChunk(raw=_UP)) and enc.close() == b"data: [DONE]\n\n"
+
+
+def test_relayed_model_is_replaced_literally():
+    from sluice.schema import ChatChunk
+
+    enc = ChunkEncoder("id", "team\\1/model", False)
+    first = b'data: {"id":"c","model":"","choices":[]}\n\n' + _UP
+    out = enc.encode(ChatChunk(raw=first)) + enc.encode(ChatChunk(raw=_UP))
+    assert out.count(b'"model":"team\\\\1/model"') == 3
