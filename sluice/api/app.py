@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from sluice.api import health
 from sluice.api.anthropic import AnthropicRoutes
-from sluice.api.http import JSONResponse
+from sluice.api.http import JSONResponse, ModelRequest
 from sluice.api.middleware import RequestContext
 from sluice.api.openai import OpenAIRoutes
 from sluice.gateway import METRICS_CONTENT_TYPE, Gateway
@@ -68,7 +68,7 @@ class HotPaths:
         if scope["type"] == "http":
             handler = self.routes.get((scope["method"], scope["path"]))
             if handler is not None:
-                response = await handler(Request(scope, receive, send))
+                response = await handler(ModelRequest(scope, receive))
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
