@@ -409,8 +409,8 @@ class ChunkEncoder:
 
     def _relay(self, chunk: ChatChunk) -> bytes:
         """The upstream's own events (same-dialect relay) with the alias the client named as the
-        model. Without ``include_usage`` the usage report (asked for upstream, for accounting)
-        is left out; the ``"usage":null`` on the other chunks stays (clients read it as unset)."""
+        model. Without ``include_usage`` the usage report (asked for upstream, for accounting) and
+        the ``"usage":null`` it puts on every other chunk are left out, as on the decoding path."""
         raw = chunk.raw
         self._relayed = True
         if self._upstream_model is None:
@@ -421,10 +421,12 @@ class ChunkEncoder:
                 raw = _MODEL_FIELD.sub(lambda _: self._model, raw)  # a function: no template escapes
         if self._upstream_model is not None and self._upstream_model != self._model:
             raw = raw.replace(self._upstream_model, self._model)
+        if not self.include_usage:
+            if chunk.usage is not None:
+                raw = _without_usage_events(raw)
+            raw = raw.replace(b',"usage":null', b"")
         if chunk.usage is not None:
             self._usage = chunk.usage
-            if not self.include_usage:
-                raw = _without_usage_events(raw)
         if raw.endswith(b"data: [DONE]\n\n"):
             self._done_sent = True
         return raw

@@ -602,7 +602,7 @@ def test_relayed_events_carry_the_alias_and_end_once():
 
 def test_relayed_usage_report_is_dropped_unless_asked_for():
     out = _relayed(include_usage=False)
-    assert b'"choices":[]' not in out and b"prompt_tokens" not in out
+    assert b'"choices":[]' not in out and b"prompt_tokens" not in out and b'"usage"' not in out
     assert out.endswith(b"data: [DONE]\n\n") and out.count(b"[DONE]") == 1
 
 
