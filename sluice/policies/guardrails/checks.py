@@ -161,24 +161,32 @@ class CustomCheck(Check):
     def _context(self, session: SessionLike, messages: list[Message] | None) -> dict[str, Any]:
         return {**session.context, "messages": messages} if messages is not None else dict(session.context)
 
+    async def _run(self, stage: str, text: str, context: dict[str, Any]) -> CheckOutcome:
+        outcome: CheckOutcome = await self.runner.run(stage, text, context)
+        if outcome.error is not None:  # the fail policy decided; an operator wants to know
+            log.warning("guardrail '%s' could not check the %s (%s); it fails %s", self.name, stage,
+                        outcome.error, "closed" if outcome.action == "block" else "open",
+                        extra={"request_id": context.get("request_id")})
+        return outcome
+
     async def on_input(self, req: ChatRequest, session: SessionLike) -> ChatRequest:
         i = last_user_index(req)
         text = req.messages[i].text() if i is not None else request_text(req)
-        outcome: CheckOutcome = await self.runner.run("input", text, self._context(session, req.messages))
+        outcome = await self._run("input", text, self._context(session, req.messages))
         report(session, outcome.verdict, "request")
         if outcome.replacement is not None:
             req = replace_last_user_text(req, outcome.replacement)
         return req
 
     async def on_output(self, resp: ChatResponse, session: SessionLike) -> ChatResponse:
-        outcome: CheckOutcome = await self.runner.run("output", answer_text(resp), self._context(session, None))
+        outcome = await self._run("output", answer_text(resp), self._context(session, None))
         report(session, outcome.verdict, "answer")
         if outcome.replacement is not None:
             resp = replace_answer_text(resp, outcome.replacement)
         return resp
 
     async def on_text(self, text: str, session: SessionLike) -> Verdict | None:
-        outcome: CheckOutcome = await self.runner.run("output", text, self._context(session, None))
+        outcome = await self._run("output", text, self._context(session, None))
         return outcome.verdict
 
     async def close(self) -> None:
