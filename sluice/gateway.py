@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ from sluice.schema import (
 log = logging.getLogger("sluice.gateway")
 
 CLIENT_GONE = 499  # the status recorded when the client left before the answer ended
+_SIDE_CALLS = itertools.count(1)  # numbers the calls stages make for a client's call
 
 
 @dataclass(slots=True)
@@ -161,16 +163,44 @@ class Gateway:
 
     def guard_services(self) -> GuardServices:
         """What guardrail checks may call: models behind aliases (Llama Guard, the injection
-        judge), a provider's moderation endpoint, the local embedder. Infrastructure calls, like
-        routing's embeddings: not billed to the caller's key."""
-        async def complete(alias: str, req: ChatRequest) -> ChatResponse:
-            return await self.router.chat(req, Route())
+        judge), a provider's moderation endpoint, the local embedder. Each model or endpoint call
+        gets a ledger row of its own (``<request id>/guardrail-<n>``, endpoint ``guardrail`` or
+        ``moderations``), attributed to the caller whose request it checked."""
+        async def complete(alias: str, req: ChatRequest, owner: Call | None) -> ChatResponse:
+            side = self._side_call(owner)
+            try:
+                resp = await self.router.chat(req, side.route)
+                side.usage = resp.usage
+                return resp
+            except GatewayError as err:
+                side.fail(err)
+                raise
+            finally:
+                self._record(side, alias, "guardrail", None, stream=False)
 
-        async def moderations(alias: str, payload: dict) -> dict:
-            group = self.router.resolve(alias)
-            return await group.deployments[0].client.moderations(payload)
+        async def moderations(alias: str, payload: dict, owner: Call | None) -> dict:
+            side = self._side_call(owner)
+            try:
+                dep = self.router.resolve(alias).deployments[0]
+                side.route.provider, side.route.deployment = dep.provider, dep.name
+                side.route.upstream_model = dep.client.upstream.model
+                return await dep.client.moderations(payload)
+            except GatewayError as err:
+                side.fail(err)
+                raise
+            finally:
+                self._record(side, alias, "moderations", None, stream=False)
 
         return GuardServices(complete=complete, moderations=moderations, embedder=_LazyLocalEmbedder())
+
+    @staticmethod
+    def _side_call(owner: "Call | None") -> "Call":
+        """A call a stage makes on behalf of the client's call: same caller, its own ledger row."""
+        n = next(_SIDE_CALLS)
+        if owner is None:
+            return Call(request_id=f"guardrail-{n}", dialect="internal")
+        return Call(request_id=f"{owner.request_id[:100]}/guardrail-{n}", dialect=owner.dialect,
+                    principal=owner.principal, tags=owner.tags, end_user=owner.end_user)
 
     async def close(self) -> None:
         if self.prober is not None:
@@ -312,7 +342,7 @@ class Gateway:
             return resp
 
         try:
-            req, session = await self.guardrails.start(call.principal, req, context, retry)
+            req, session = await self.guardrails.start(call.principal, req, context, retry, owner=call)
         except GatewayError as err:
             self._set_header(call, "x-sluice-guardrails", getattr(err, "guardrails", None) or "blocked")
             raise

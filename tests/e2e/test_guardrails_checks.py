@@ -275,3 +275,31 @@ async def test_guardrail_actions_reach_the_audit_log(guarded, sdk):
             await asyncio.sleep(0.1)
     assert found and found[0]["object_type"] == "call" and "topics=block" in found[0]["after"]["verdicts"]
     assert found[0]["after"]["model"] == "topical"
+
+
+@pytest.mark.parametrize("alias, endpoint", [("moderated-remote", "moderations"), ("moderated-guard", "guardrail")])
+async def test_calls_a_guardrail_makes_are_in_the_ledger(guarded, sdk, pg_url, alias, endpoint):
+    from sqlalchemy import select
+
+    from sluice.store.db import Database
+    from sluice.store.models import UsageRecord
+
+    client = sdk.openai(f"{guarded.url}/v1", MASTER_KEY)
+    raw = await client.chat.completions.with_raw_response.create(
+        model=alias, messages=[{"role": "user", "content": "What is the capital of Peru?"}])
+    rid = raw.headers["x-request-id"]
+    db = Database(pg_url)
+    try:
+        for _ in range(40):
+            async with db.session() as s:
+                rows = list((await s.execute(select(UsageRecord).where(
+                    UsageRecord.request_id.like(f"{rid}/guardrail-%")))).scalars())
+            if rows:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await db.close()
+    assert len(rows) == 1 and rows[0].endpoint == endpoint and rows[0].status == 200
+    assert rows[0].model == ("moderation-model" if endpoint == "moderations" else "guard-model")
+    if endpoint == "guardrail":
+        assert rows[0].input_tokens > 0 and rows[0].upstream_model == "llama-guard-3-8b"

@@ -112,7 +112,7 @@ class InjectionCheck(Check):
             score = worst.result.score
             reasons = (f"{worst.kind} in message {worst.message_index}", *worst.result.reasons[:3])
         elif self.judge is not None:
-            judged = await self._judge(request_text(req))
+            judged = await self._judge(request_text(req), session.owner)
             if judged is not None and judged >= self.threshold:
                 score, reasons = judged, (f"judge '{self.judge}' scored {judged:.2f}",)
         if not reasons:
@@ -121,13 +121,13 @@ class InjectionCheck(Check):
         report(session, Verdict("injection", self.action, score, reasons), "request")
         return req
 
-    async def _judge(self, text: str) -> float | None:
+    async def _judge(self, text: str, owner: Any) -> float | None:
         from sluice.policies.guardrails.injection import judge_prompt, parse_judge
 
         if self.services.complete is None or not text.strip():
             return None
         try:
-            resp = await self.services.complete(self.judge, user_message(self.judge, judge_prompt(text), 128))
+            resp = await self.services.complete(self.judge, user_message(self.judge, judge_prompt(text), 128), owner)
             return parse_judge(answer_text(resp))
         except Exception as exc:  # noqa: BLE001 - the judge is an extra layer, not a dependency
             log.warning("injection judge '%s' failed: %s", self.judge, exc)
@@ -179,7 +179,7 @@ class ModerationCheck(Check):
         thresholds = None if self.threshold is None else dict.fromkeys(CATEGORIES, self.threshold)
         return moderate(text, thresholds)
 
-    async def _moderate(self, text: str, role: str):
+    async def _moderate(self, text: str, role: str, owner: Any):
         if self.backend == "local":
             return self._local(text)
         from sluice.policies.guardrails import moderation
@@ -188,12 +188,12 @@ class ModerationCheck(Check):
             if self.services.moderations is None:
                 raise RuntimeError("no moderation endpoint available")
             async def call(payload: dict) -> dict:
-                return await self.services.moderations(self.model, payload)
+                return await self.services.moderations(self.model, payload, owner)
             return (await moderation.moderate_with_endpoint([text], call))[0]
         if self.services.complete is None:
             raise RuntimeError("no model available for the Llama Guard backend")
         prompt = moderation.llama_guard_prompt(role, text)
-        resp = await self.services.complete(self.model, user_message(self.model, prompt, 32))
+        resp = await self.services.complete(self.model, user_message(self.model, prompt, 32), owner)
         return moderation.parse_llama_guard(answer_text(resp))
 
     def _verdict(self, result: Any) -> Verdict:
@@ -203,9 +203,9 @@ class ModerationCheck(Check):
         score = max(result.scores.get(c, 1.0) for c in flagged)
         return Verdict("moderation", self.action, score, tuple(flagged))
 
-    async def _check(self, text: str, role: str) -> Verdict:
+    async def _check(self, text: str, role: str, owner: Any) -> Verdict:
         try:
-            return self._verdict(await self._moderate(text, role))
+            return self._verdict(await self._moderate(text, role, owner))
         except Exception as exc:  # noqa: BLE001 - a backend failing follows the fail policy
             log.warning("moderation backend '%s' failed: %s", self.backend, exc)
             if self.fail == "open":
@@ -214,7 +214,7 @@ class ModerationCheck(Check):
 
     async def on_input(self, req: ChatRequest, session: SessionLike) -> ChatRequest:
         texts = [m.text() for m in req.messages if m.role in ("user", "tool")]
-        verdict = await self._check("\n".join(texts), "User")
+        verdict = await self._check("\n".join(texts), "User", session.owner)
         if verdict.action == "allow" and not verdict.reasons:
             session.verdicts.append(verdict)
         else:
@@ -222,7 +222,7 @@ class ModerationCheck(Check):
         return req
 
     async def on_output(self, resp: ChatResponse, session: SessionLike) -> ChatResponse:
-        verdict = await self._check(answer_text(resp), "Agent")
+        verdict = await self._check(answer_text(resp), "Agent", session.owner)
         if verdict.action != "allow" or verdict.reasons:
             report(session, verdict, "answer")
         return resp
@@ -238,7 +238,7 @@ class ModerationCheck(Check):
     async def on_text(self, text: str, session: SessionLike) -> Verdict | None:
         if self.backend == "local":
             return None  # already checked window by window
-        return await self._check(text, "Agent")
+        return await self._check(text, "Agent", session.owner)
 
     @property
     def wants_full_stream(self) -> bool:

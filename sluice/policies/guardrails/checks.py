@@ -31,10 +31,11 @@ TextCheck = Callable[[str], "Verdict | None"]
 class GuardServices:
     """What checks may call, provided by the gateway: a chat call to a model alias (Llama Guard,
     the injection judge), an OpenAI-style moderation request to an alias's provider, and the
-    in-process text embedder (topic examples)."""
+    in-process text embedder (topic examples). The last argument of the first two is the
+    session's ``owner``: the gateway records each such call in the ledger against it."""
 
-    complete: Callable[[str, ChatRequest], Awaitable[ChatResponse]] | None = None
-    moderations: Callable[[str, dict], Awaitable[dict]] | None = None
+    complete: Callable[[str, ChatRequest, Any], Awaitable[ChatResponse]] | None = None
+    moderations: Callable[[str, dict, Any], Awaitable[dict]] | None = None
     embedder: Any | None = None
 
 
@@ -44,6 +45,7 @@ class SessionLike(Protocol):
     context: dict[str, Any]
     request: ChatRequest | None
     retry: Callable[[ChatRequest], Awaitable[ChatResponse]] | None
+    owner: Any
 
 
 class Check:

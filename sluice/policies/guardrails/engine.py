@@ -111,6 +111,7 @@ class Session:
     vault: Any | None = None  # sluice.policies.guardrails.redact.Vault
     request: ChatRequest | None = None
     retry: Callable[[ChatRequest], Awaitable[ChatResponse]] | None = None
+    owner: Any = None  # the gateway's call, opaque here: calls a check makes are accounted to it
 
     def header(self) -> str:
         return ", ".join(v.render() for v in self.verdicts)
@@ -173,11 +174,11 @@ class Guardrails:
 
     async def start(self, principal: Any, req: ChatRequest, context: dict[str, Any] | None = None,
                     retry: Callable[[ChatRequest], Awaitable[ChatResponse]] | None = None,
-                    ) -> tuple[ChatRequest, Session | None]:
+                    owner: Any = None) -> tuple[ChatRequest, Session | None]:
         policy = self.policy_for(principal, req.model)
         if policy is None:
             return req, None
-        session = Session(policy, context=dict(context or {}), retry=retry)
+        session = Session(policy, context=dict(context or {}), retry=retry, owner=owner)
         try:
             for check in policy.input:
                 req = await check.on_input(req, session)
