@@ -136,3 +136,19 @@ async def test_stream_scanner_holds_text_until_scanned_and_blocks_before_it_leav
     assert refused.value.code == "guardrail_blocked"
     assert released and "".join(released).startswith("w0 ") and "4111" not in "".join(released)
     assert "pii=block" in session.header()
+
+
+async def test_a_request_with_a_broken_schema_is_refused_before_the_call():
+    import msgspec as _m
+
+    from sluice.schema import ChatRequest as _Req
+
+    g = Guardrails([PolicySpec("p", output=(CheckSpec("json_schema"),))])
+    bad = _m.convert({"model": "gpt", "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
+                      "response_format": {"type": "json_schema", "name": "n", "schema": {"type": "no-such-type"}}},
+                     _Req)
+    with pytest.raises(GatewayError) as refused:
+        await g.start(CALLER, bad)
+    assert refused.value.status == 400 and refused.value.param == "response_format"
+    with pytest.raises(ValueError):
+        Guardrails([PolicySpec("p", output=(CheckSpec("json_schema", schema={"type": 5}),))])

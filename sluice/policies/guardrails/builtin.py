@@ -23,7 +23,7 @@ from sluice.policies.guardrails.checks import (
     user_message,
 )
 from sluice.policies.guardrails.verdict import Verdict
-from sluice.schema import ChatRequest, ChatResponse, TextPart
+from sluice.schema import ChatRequest, ChatResponse, GatewayError, TextPart
 
 log = logging.getLogger("sluice.guardrails")
 
@@ -253,7 +253,21 @@ class JsonSchemaCheck(Check):
     name = "json_schema"
 
     def __init__(self, action: str, schema: dict | None, repair: bool) -> None:
+        from sluice.policies.guardrails.structured import schema_problem
+
+        problem = schema_problem(schema) if schema is not None else None
+        if problem is not None:
+            raise ValueError(f"schema is not a valid JSON Schema: {problem}")
         self.action, self.schema, self.repair = action, schema, repair
+
+    def prepare(self, req: ChatRequest) -> None:
+        from sluice.policies.guardrails.structured import schema_of, schema_problem
+
+        asked = schema_of(req) if self.schema is None else None
+        problem = schema_problem(asked) if asked else None
+        if problem is not None:
+            raise GatewayError("invalid_request", f"Invalid schema for response_format: {problem}",
+                               param="response_format")
 
     def _schema(self, req: ChatRequest | None) -> tuple[bool, dict | None]:
         from sluice.policies.guardrails.structured import schema_of

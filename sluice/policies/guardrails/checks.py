@@ -57,6 +57,10 @@ class Check:
     async def on_input(self, req: ChatRequest, session: SessionLike) -> ChatRequest:
         return req
 
+    def prepare(self, req: ChatRequest) -> None:
+        """Before the call, for an output check: refuse a request it could never pass."""
+        return None
+
     async def on_output(self, resp: ChatResponse, session: SessionLike) -> ChatResponse:
         return resp
 

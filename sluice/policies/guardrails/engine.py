@@ -182,6 +182,8 @@ class Guardrails:
         try:
             for check in policy.input:
                 req = await check.on_input(req, session)
+            for check in policy.output:
+                check.prepare(req)
         except GatewayError as err:
             err.guardrails = session.header()  # type: ignore[attr-defined]  # the verdicts, the block included
             raise
