@@ -651,8 +651,7 @@ class _LazyLocalEmbedder:
 def _add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
     if a is None or b is None:
         return b if a is None else a
-    return Usage(input_tokens=a.input_tokens + b.input_tokens, output_tokens=a.output_tokens + b.output_tokens,
-                 cached_tokens=a.cached_tokens + b.cached_tokens)
+    return Usage(**{name: getattr(a, name) + getattr(b, name) for name in Usage.__struct_fields__})
 
 
 @dataclass(slots=True)

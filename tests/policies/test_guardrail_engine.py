@@ -58,7 +58,7 @@ async def test_placeholders_split_across_stream_chunks_are_restored():
             yield [ChatChunk(text=text[:cut])]
             yield [ChatChunk(text=text[cut:]), ChatChunk(finish_reason="stop")]
 
-        out = "".join([c.text or "" async for batch in session.restore_stream(batches()) for c in batch])
+        out = "".join([c.text or "" async for batch in session.guard_stream(batches()) for c in batch])
         assert out == f"Writing to {EMAIL} today.", cut
 
 
@@ -68,7 +68,7 @@ async def test_a_stream_ending_without_finish_releases_held_text():
     async def batches():
         yield [ChatChunk(text="ends with [EMA")]
 
-    out = "".join([c.text or "" async for batch in session.restore_stream(batches()) for c in batch])
+    out = "".join([c.text or "" async for batch in session.guard_stream(batches()) for c in batch])
     assert out == "ends with [EMA"
 
 
@@ -152,3 +152,38 @@ async def test_a_request_with_a_broken_schema_is_refused_before_the_call():
     assert refused.value.status == 400 and refused.value.param == "response_format"
     with pytest.raises(ValueError):
         Guardrails([PolicySpec("p", output=(CheckSpec("json_schema", schema={"type": 5}),))])
+
+
+async def _drain(stream) -> tuple[str, GatewayError | None]:
+    text = []
+    try:
+        async for batch in stream:
+            text += [c.text for c in batch if c.text]
+    except GatewayError as err:
+        return "".join(text), err
+    return "".join(text), None
+
+
+async def test_whole_answer_checks_run_when_a_stream_ends():
+    """An entry point and the JSON-schema check see the whole streamed answer at its end: the
+    text already went out, the stream ends with the block instead of its normal ending."""
+    g = Guardrails([PolicySpec("p", output=(
+        CheckSpec("python", target="tests.policies.guardrail_entrypoints:keyword_sync"),))])
+    _, session = await g.start(CALLER, req("hi"))
+
+    async def answer(*parts):
+        for part in parts:
+            yield [ChatChunk(text=part)]
+
+    text, err = await _drain(session.guard_stream(answer("all fine, ", "nothing forbidden ", "here")))
+    assert text == "all fine, nothing forbidden here" and err is not None and err.code == "guardrail_blocked"
+    assert "keyword_sync=block" in session.header()
+    _, session = await g.start(CALLER, req("hi"))
+    assert await _drain(session.guard_stream(answer("clean ", "text"))) == ("clean text", None)
+
+    schema = Guardrails([PolicySpec("p", output=(CheckSpec("json_schema", schema={"type": "object"}),))])
+    _, session = await schema.start(CALLER, req("hi"))
+    _, err = await _drain(session.guard_stream(answer('{"a": ', "1")))
+    assert err is not None and "json_schema" in err.message
+    _, session = await schema.start(CALLER, req("hi"))
+    assert (await _drain(session.guard_stream(answer('{"a": ', "1}"))))[1] is None

@@ -7,44 +7,31 @@ A new model, rule or threshold must be re-evaluated, not slipped in.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
 from sluice.policies.guardrails import injection
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench_scripts import ROOT, load_bench_script
+
+
 RECALL_TARGET = 0.90
 FPR_TARGET = 0.05
 
-
-def _load(name: str, file: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluation = _load("sluice_bench_eval_injection", "eval_injection.py")
+evaluation = load_bench_script("eval_injection")
 
 needs_dataset = pytest.mark.skipif(
     not evaluation.training.DATASET.exists(), reason=f"dataset not found: {evaluation.training.DATASET}"
 )
 
-
 @pytest.fixture(scope="module")
 def held_out():
     return evaluation.held_out()
 
-
 @pytest.fixture(scope="module")
 def cases():
     return evaluation.own_cases()
-
 
 @needs_dataset
 def test_held_out_split_meets_the_target(held_out):
@@ -53,7 +40,6 @@ def test_held_out_split_meets_the_target(held_out):
     assert figures.recall >= RECALL_TARGET, figures
     assert figures.fpr <= FPR_TARGET, figures
 
-
 @needs_dataset
 def test_length_matched_subset_meets_the_target(held_out):
     matched = evaluation.length_matched(held_out)
@@ -61,7 +47,6 @@ def test_length_matched_subset_meets_the_target(held_out):
     assert figures.n_injection == figures.n_benign >= 50
     assert figures.recall >= RECALL_TARGET, figures
     assert figures.fpr <= FPR_TARGET, figures
-
 
 @needs_dataset
 def test_the_split_never_overlaps_training():

@@ -9,31 +9,19 @@ threshold must be re-evaluated and the docs updated, not slipped in.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from sluice.policies.guardrails import moderation
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench_scripts import ROOT, load_bench_script
 
 
-def _load(name: str, file: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluation = _load("sluice_bench_eval_moderation", "eval_moderation.py")
-training = _load("sluice_bench_train_moderation", "train_moderation.py")
-
+evaluation = load_bench_script("eval_moderation")
+training = load_bench_script("train_moderation")
 
 @pytest.fixture(scope="module")
 def rows():

@@ -9,28 +9,13 @@ rows. A detector change that costs quality must be re-evaluated, not slipped in.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench_scripts import load_bench_script
 
 
-def _load_bench(name: str):
-    """bench/ is not a package; load the scripts themselves, so the test and the docs agree."""
-    module_name = f"sluice_bench_{name}"
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluation = _load_bench("eval_pii")
+evaluation = load_bench_script("eval_pii")
 STRUCTURED = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "SSN", "IP_ADDRESS")
-
 
 @pytest.fixture(scope="module", params=sorted(evaluation.DATASETS))
 def scores(request):
@@ -38,7 +23,6 @@ def scores(request):
     if not path.exists():
         pytest.skip(f"{path} is not on this machine")
     return evaluation.evaluate(evaluation.load_rows(path))
-
 
 @pytest.mark.parametrize("kind", STRUCTURED)
 def test_structured_identifiers_meet_the_targets(scores, kind):
@@ -59,7 +43,7 @@ def test_secrets_on_the_synthetic_set():
 
 
 def test_the_committed_synthetic_set_is_what_the_script_generates():
-    generator = _load_bench("make_pii_synthetic")
+    generator = load_bench_script("make_pii_synthetic")
     assert evaluation.load_rows(evaluation.SYNTHETIC) == generator.generate()
 
 

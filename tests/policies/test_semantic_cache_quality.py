@@ -7,11 +7,8 @@ new embedder, a guard change or a threshold change must be re-evaluated, not sli
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,30 +16,18 @@ import pytest
 from sluice.policies.semantic_cache import DEFAULT_THRESHOLD, prompt_signature, signatures_compatible
 from sluice.routing.local_embedder import LocalOnnxEmbedder
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench_scripts import ROOT, load_bench_script
 
 
-def _load_evaluation():
-    """bench/ is not a package; load the evaluation script itself, so the test and the docs agree."""
-    name = "sluice_bench_eval_semantic_cache"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "eval_semantic_cache.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluation = _load_evaluation()
+evaluation = load_bench_script("eval_semantic_cache")
 
 TARGET = 0.95
-
 
 @pytest.fixture(scope="session")
 def embedder():
     emb = LocalOnnxEmbedder()
     yield emb
     emb.close()
-
 
 @pytest.fixture(scope="module")
 def pairs(embedder) -> evaluation.Pairs:

@@ -251,6 +251,7 @@ class JsonSchemaCheck(Check):
     model to fix its answer, quoting the errors; only then does ``action`` apply."""
 
     name = "json_schema"
+    before_restore = True  # a repair quotes the answer to the upstream: with its placeholders
 
     def __init__(self, action: str, schema: dict | None, repair: bool) -> None:
         from sluice.policies.guardrails.structured import schema_problem
@@ -324,8 +325,10 @@ class TopicsCheck(Check):
         self.matcher, self.action = matcher, action
 
     async def _verdict(self, text: str) -> Verdict:
-        await self.matcher.start()
-        return (await self.matcher.check(text)).verdict
+        outcome = await self.matcher.check(text)  # embeds the topic examples on first use
+        if outcome.error is not None:  # the embedder failed: keywords decided, or the fail policy
+            log.warning("topics check '%s': %s", self.matcher.name, outcome.error)
+        return outcome.verdict
 
     async def on_input(self, req: ChatRequest, session: SessionLike) -> ChatRequest:
         texts = [m.text() for m in req.messages if m.role == "user"]

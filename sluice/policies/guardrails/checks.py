@@ -53,6 +53,7 @@ class Check:
 
     name = "check"
     action = "block"
+    before_restore = False  # output: runs on the answer as the upstream wrote it (placeholders in)
 
     async def on_input(self, req: ChatRequest, session: SessionLike) -> ChatRequest:
         return req

@@ -120,17 +120,17 @@ class Session:
         return any(v.action != "allow" for v in self.verdicts)
 
     async def finish_response(self, resp: ChatResponse) -> ChatResponse:
-        """Output checks that must see what the upstream produced (JSON schema, with its repair)
-        run first; then placeholders are restored and the other output checks run."""
-        from sluice.policies.guardrails.builtin import JsonSchemaCheck
+        """Output checks that must see what the upstream produced (``before_restore``: the JSON
+        schema check, whose repair quotes the answer) run first; then placeholders are restored
+        and the other output checks run."""
         from sluice.policies.guardrails.stream_guard import restore_response
 
         for check in self.policy.output:
-            if isinstance(check, JsonSchemaCheck):
+            if check.before_restore:
                 resp = await check.on_output(resp, self)
         resp = restore_response(resp, self.vault)
         for check in self.policy.output:
-            if not isinstance(check, JsonSchemaCheck):
+            if not check.before_restore:
                 resp = await check.on_output(resp, self)
         return resp
 
@@ -142,9 +142,6 @@ class Session:
         from sluice.policies.guardrails.stream_guard import GuardedStream
 
         return GuardedStream(stream, self) if self.watches_output() else stream
-
-    # Kept for callers of the first version.
-    restore_stream = guard_stream
 
 
 class Guardrails:
