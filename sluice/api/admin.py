@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,7 +33,7 @@ from sluice import admin
 from sluice.admin.bodies import (AuditOut, BudgetCreate, BudgetOut, BudgetUpdate, Caller, ErrorBody, KeyCreate,
                                  KeyDetail, KeyOut, KeyRotate, KeyUpdate, KeyWithSecret, ListOf, MemberAdd, TeamCreate,
                                  TeamOut, TeamUpdate, UsageReport, UserCreate, UserOut, UserUpdate)
-from sluice.api.http import REQUEST_ID_KEY, JSONResponse, bearer_token
+from sluice.api.http import REQUEST_ID_KEY, JSONResponse, bearer_token, new_request_id
 from sluice.schema import GatewayError
 
 log = logging.getLogger("sluice.admin")
@@ -189,7 +188,7 @@ class RequestIdMiddleware:
         echo: list[tuple[bytes, bytes]] = []
         if not scope.get(REQUEST_ID_KEY):
             given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-            scope[REQUEST_ID_KEY] = given if _VALID_ID.match(given) else os.urandom(16).hex()
+            scope[REQUEST_ID_KEY] = given if _VALID_ID.match(given) else new_request_id()
             echo.append((b"x-request-id", scope[REQUEST_ID_KEY].encode()))
         started = False
 

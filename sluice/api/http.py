@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
@@ -19,8 +20,17 @@ log = logging.getLogger("sluice.api")
 REQUEST_ID_KEY = "sluice.request_id"
 
 
+def new_request_id() -> str:
+    """32 hex characters: the time in milliseconds, then 80 random bits.
+
+    Time first, so the ledger's request-id index grows at its end: random ids scattered each
+    batch's inserts over the whole index, and the database wrote one page per row (the cost of
+    a ledger row on SQLite went from ~9 µs to ~25 µs by 120,000 rows and kept climbing)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
 def request_id(scope: Scope) -> str:
-    return scope.get(REQUEST_ID_KEY) or os.urandom(16).hex()
+    return scope.get(REQUEST_ID_KEY) or new_request_id()
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:

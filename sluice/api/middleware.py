@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-import os
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sluice.api.http import REQUEST_ID_KEY
+from sluice.api.http import REQUEST_ID_KEY, new_request_id
 
 access_log = logging.getLogger("sluice.access")
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
@@ -33,7 +32,7 @@ class RequestContext:
                     rid = value.decode()
                 break
         if rid is None:
-            rid = os.urandom(16).hex()
+            rid = new_request_id()
         scope[REQUEST_ID_KEY] = rid
         rid_header = (b"x-request-id", rid.encode())
         started = time.perf_counter()

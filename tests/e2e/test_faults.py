@@ -139,6 +139,11 @@ async def test_request_id_generated_and_propagated(gateway):
         async with s.get(f"{gateway.url}/v1/models") as r:
             generated = r.headers["x-request-id"]
             assert len(generated) >= 16
+        await asyncio.sleep(0.002)
+        async with s.get(f"{gateway.url}/v1/models") as r:
+            # Generated ids start with the time, so the ledger's request-id index grows at its end.
+            later = r.headers["x-request-id"]
+            assert len(later) == 32 and int(later, 16) and later > generated
         async with s.get(f"{gateway.url}/v1/models", headers={"x-request-id": "client-abc-123"}) as r:
             assert r.headers["x-request-id"] == "client-abc-123"
         async with s.get(f"{gateway.url}/v1/models", headers={"x-request-id": "bad id\twith junk"}) as r:
