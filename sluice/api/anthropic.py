@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
+from random import getrandbits
 from typing import AsyncIterator
 
 import msgspec
@@ -78,5 +78,5 @@ class AnthropicRoutes:
 
 
 def _encode(stream: AsyncIterator[list[ChatChunk]], model: str, call: Call) -> AsyncIterator[bytes]:
-    encoder = dialect.StreamEncoder(f"msg_{os.urandom(12).hex()}", model)
+    encoder = dialect.StreamEncoder(f"msg_{getrandbits(96):024x}", model)
     return encode_stream(stream, encoder.encode, encoder.close, encoder.error, call.request_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-import os
+from random import getrandbits
 from typing import AsyncIterator
 
 from starlette.requests import Request
@@ -99,5 +99,5 @@ def _model(group) -> dict:
 
 
 def _encode(stream: AsyncIterator[list[ChatChunk]], model: str, include_usage: bool, call: Call) -> AsyncIterator[bytes]:
-    encoder = dialect.ChunkEncoder(f"chatcmpl-{os.urandom(12).hex()}", model, include_usage)
+    encoder = dialect.ChunkEncoder(f"chatcmpl-{getrandbits(96):024x}", model, include_usage)
     return encode_stream(stream, encoder.encode, encoder.close, dialect.stream_error, call.request_id)

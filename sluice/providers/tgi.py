@@ -35,7 +35,7 @@ Refused with ``invalid_request``: images (text-only deployment), tools and tool 
 from __future__ import annotations
 
 import math
-import os
+from random import getrandbits
 import re
 import time
 from dataclasses import dataclass, replace
@@ -331,7 +331,7 @@ def _headers(up: Upstream) -> dict[str, str]:
 
 
 def _new_id() -> str:
-    return "chatcmpl-" + os.urandom(12).hex()
+    return f"chatcmpl-{getrandbits(96):024x}"
 
 
 def estimate_tokens(text: str) -> int:

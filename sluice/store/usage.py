@@ -30,7 +30,6 @@ from sluice.store.models import AuditEntry, UsageDaily, UsageRecord
 GROUPS = ("key", "team", "user", "model", "tag", "day")
 _COLUMNS = tuple(c.key for c in UsageRecord.__table__.columns)
 _COLUMN_SET = frozenset(_COLUMNS)
-_HAS_EVERY_COLUMN: dict[type, bool] = {}
 _LENGTHS = {c.key: c.type.length for c in UsageRecord.__table__.columns
             if isinstance(c.type, String) and c.type.length}
 _ROLLUP_KEY = ("day", "key_id", "team_id", "user_id", "model")
@@ -44,27 +43,47 @@ def utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
-def _row(event: Any) -> dict[str, Any]:
-    kind = type(event)
-    whole = _HAS_EVERY_COLUMN.get(kind)
-    if whole is None:
-        whole = _HAS_EVERY_COLUMN[kind] = issubclass(kind, msgspec.Struct) and _COLUMN_SET <= set(kind.__struct_fields__)
-    if whole:
-        row = msgspec.structs.asdict(event)  # one C call instead of a getattr per column
-    else:
-        row = {name: getattr(event, name) for name in _COLUMNS}
-    row["ts"] = utc(row["ts"])
-    row["tags"] = list(row["tags"] or [])
-    for name, length in _LENGTHS.items():
-        # An over-long id or model name must not make the whole batch fail on PostgreSQL.
-        value = row[name]
-        if value is not None and len(value) > length:
-            row[name] = value[:length]
-    return row
-
-
 def _insert(dialect: str):
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def _struct_order(kind: type) -> Any:
+    """For a msgspec Struct with every ledger column: a C-level picker from its field tuple to
+    the columns' order; None for any other object (read attribute by attribute)."""
+    picker = _PICKERS.get(kind, False)
+    if picker is False:
+        fields = getattr(kind, "__struct_fields__", None)
+        picker = None
+        if fields is not None and _COLUMN_SET <= set(fields):
+            picker = itemgetter(*(fields.index(name) for name in _COLUMNS))
+        _PICKERS[kind] = picker
+    return picker
+
+
+_PICKERS: dict[type, Any] = {}
+_TS, _TAGS = _COLUMNS.index("ts"), _COLUMNS.index("tags")
+_CLIPPED = tuple((_COLUMNS.index(name), length) for name, length in _LENGTHS.items())
+
+
+def _values(event: Any) -> list[Any]:
+    """One ledger row as a list in column order: time in UTC, tags a list, over-long ids and
+    names clipped (one bad value must not fail a whole batch on PostgreSQL)."""
+    picker = _struct_order(type(event))
+    values = list(picker(msgspec.structs.astuple(event))) if picker else [getattr(event, n) for n in _COLUMNS]
+    ts = values[_TS]
+    if ts.tzinfo is not timezone.utc:
+        values[_TS] = utc(ts)
+    values[_TAGS] = list(values[_TAGS] or ())
+    for index, length in _CLIPPED:
+        value = values[index]
+        if value is not None and len(value) > length:
+            values[index] = value[:length]
+    return values
+
+
+def _sqlite_text(ts: datetime) -> str:
+    # SQLAlchemy's SQLite DATETIME storage format (isoformat is several times cheaper than strftime)
+    return ts.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 # Ledger rows are written with each driver's own bulk path, not SQLAlchemy's multi-row INSERT:
@@ -88,53 +107,47 @@ def _pg_insert_sql() -> str:
 # SQLite: one multi-row INSERT per chunk, not executemany. The driver releases the GIL around
 # every statement step, and executemany steps once per row: hundreds of GIL hand-offs between
 # the writer thread and the event loop per batch, paid by the requests being served.
+# RETURNING (SQLite 3.35+) names the rows that were new, as on PostgreSQL.
 _SQLITE_CHUNK = 32766 // (2 * len(_COLUMNS))  # well under SQLite's bind-parameter limit
-_values = itemgetter(*_COLUMNS)
-_TS, _TAGS = _COLUMNS.index("ts"), _COLUMNS.index("tags")
 
 
 @lru_cache(maxsize=64)
 def _sqlite_insert_sql(rows: int) -> str:
     one = f"({', '.join('?' * len(_COLUMNS))})"
     return (f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES {', '.join([one] * rows)} "
-            "ON CONFLICT (request_id) DO NOTHING")
+            "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 
 
-def _sqlite_params(rows: list[dict[str, Any]]) -> list[Any]:
+def _sqlite_params(rows: list[list[Any]]) -> list[Any]:
     """The rows' values, flat, as SQLAlchemy's SQLite types store them: UTC text for times, JSON
     text for lists (booleans bind as 0/1 by themselves)."""
     params: list[Any] = []
+    dumps = orjson.dumps
     for row in rows:
-        values = list(_values(row))
-        values[_TS] = values[_TS].strftime("%Y-%m-%d %H:%M:%S.%f")  # already UTC (``_row``)
-        values[_TAGS] = orjson.dumps(values[_TAGS]).decode()
+        values = row.copy()
+        values[_TS] = _sqlite_text(values[_TS])
+        values[_TAGS] = dumps(values[_TAGS]).decode()
         params += values
     return params
 
 
-async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
+async def _insert_rows(session: AsyncSession, rows: list[list[Any]]) -> set[str]:
+    """Inserts the rows that are not there yet; returns their request ids."""
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
-        columns = [[row[name] for row in rows] for name in _COLUMNS]
-        columns[_COLUMNS.index("tags")] = [orjson.dumps(v).decode() for v in columns[_COLUMNS.index("tags")]]
+        columns = list(zip(*rows))
+        columns[_TAGS] = [orjson.dumps(v).decode() for v in columns[_TAGS]]
         # Through SQLAlchemy's driver adapter, not the raw asyncpg connection: the adapter opens
         # the session's transaction, so these rows commit together with their roll-ups or not at
         # all (a raw call would autocommit them alone — found by the server-restart test).
         result = await connection.exec_driver_sql(_pg_insert_sql(), tuple(columns))
         return {r[0] for r in result.fetchall()}
-    # SQLite: one writer per database file (the embedded mode), so "not there before the insert"
-    # is "inserted"; RETURNING would need one statement per row.
-    ids = [row["request_id"] for row in rows]
-    existing: set[str] = set()
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start:start + _CHUNK]
-        existing.update((await session.execute(
-            select(UsageRecord.request_id).where(UsageRecord.request_id.in_(chunk)))).scalars())
-    fresh = [row for row in rows if row["request_id"] not in existing]
-    for start in range(0, len(fresh), _SQLITE_CHUNK):
-        chunk = fresh[start:start + _SQLITE_CHUNK]
-        await connection.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(_sqlite_params(chunk)))
-    return {row["request_id"] for row in fresh}
+    inserted: set[str] = set()
+    for start in range(0, len(rows), _SQLITE_CHUNK):
+        chunk = rows[start:start + _SQLITE_CHUNK]
+        result = await connection.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(_sqlite_params(chunk)))
+        inserted.update(r[0] for r in result.fetchall())
+    return inserted
 
 
 @lru_cache(maxsize=4)
@@ -147,17 +160,22 @@ def _upsert_rollups_stmt(dialect: str) -> Any:
     )
 
 
-def _rollups(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+_ROLLUP_AT = itemgetter(*(_COLUMNS.index(n) for n in (
+    "ts", "key_id", "team_id", "user_id", "model", "status", "input_tokens", "output_tokens", "cached_tokens",
+    "cost_usd")))
+
+
+def _rollups(rows: Iterable[list[Any]]) -> list[dict[str, Any]]:
     sums: dict[tuple, dict[str, Any]] = defaultdict(lambda: dict.fromkeys(_SUMS, 0))
     for row in rows:
-        key = (row["ts"].date(), row["key_id"] or "", row["team_id"] or "", row["user_id"] or "", row["model"])
-        acc = sums[key]
+        ts, key_id, team_id, user_id, model, status, tokens_in, tokens_out, cached, cost = _ROLLUP_AT(row)
+        acc = sums[(ts.date(), key_id or "", team_id or "", user_id or "", model)]
         acc["requests"] += 1
-        acc["errors"] += 1 if row["status"] >= 400 else 0
-        acc["input_tokens"] += row["input_tokens"]
-        acc["output_tokens"] += row["output_tokens"]
-        acc["cached_tokens"] += row["cached_tokens"]
-        acc["cost_usd"] += row["cost_usd"]
+        acc["errors"] += 1 if status >= 400 else 0
+        acc["input_tokens"] += tokens_in
+        acc["output_tokens"] += tokens_out
+        acc["cached_tokens"] += cached
+        acc["cost_usd"] += cost
     # Sorted so concurrent writers on PostgreSQL lock roll-up rows in one order (no deadlocks).
     return [dict(zip(_ROLLUP_KEY, key)) | acc for key, acc in sorted(sums.items())]
 
@@ -173,18 +191,21 @@ async def write_usage(session: AsyncSession, events: Sequence[Any]) -> int:
 
     Returns how many rows were new. Runs in the caller's transaction; the caller commits.
     """
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, list[Any]] = {}
     for event in events:
-        rows.setdefault(event.request_id, _row(event))  # first occurrence wins within a batch
+        if event.request_id not in rows:  # first occurrence wins within a batch
+            rows[event.request_id] = _values(event)
     if not rows:
         return 0
     inserted = await _insert_rows(session, list(rows.values()))
     if inserted:
-        await _upsert_rollups(session, _rollups(row for rid, row in rows.items() if rid in inserted))
-        _audit_guardrails(session, [row for rid, row in rows.items() if rid in inserted and row.get("guardrails")])
+        fresh = [row for rid, row in rows.items() if rid in inserted]
+        await _upsert_rollups(session, _rollups(fresh))
+        _audit_guardrails(session, [dict(zip(_COLUMNS, row)) for row in fresh if row[_GUARDRAILS]])
     return len(inserted)
 
 
+_GUARDRAILS = _COLUMNS.index("guardrails")
 _STRONGEST = ("block", "redact", "flag")
 
 

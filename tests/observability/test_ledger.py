@@ -173,6 +173,23 @@ async def test_duplicate_request_ids_count_once(db, tmp_path):
     assert_rollups_match(await rollup_totals(db), events + [extra])
 
 
+async def test_rows_are_stored_in_utc_with_long_values_clipped(db):
+    """Times in any zone (or naive, taken as UTC) are stored as the same instant in UTC; an id
+    or name longer than its column is clipped rather than failing the batch on PostgreSQL."""
+    plus_two = timezone(timedelta(hours=2))
+    naive = event(1, "tz", ts=NOW.replace(tzinfo=None))
+    zoned = event(2, "tz", ts=NOW.astimezone(plus_two), model="m" * 250, end_user="u" * 400,
+                  tags=("x", "y"))
+    async with db.transaction() as s:
+        assert await write_usage(s, [naive, zoned]) == 2
+    rows = await ledger_rows(db, "tz")
+    for row in rows.values():
+        stored = row.ts if row.ts.tzinfo else row.ts.replace(tzinfo=timezone.utc)
+        assert stored == NOW
+    long_row = rows[zoned.request_id]
+    assert long_row.model == "m" * 200 and long_row.end_user == "u" * 300 and long_row.tags == ["x", "y"]
+
+
 async def test_close_flushes_a_full_queue(db, tmp_path):
     # SIGTERM-style: the queue is full and the writer has not had a turn yet; close() writes it all.
     n = 2000
