@@ -100,4 +100,5 @@ def _model(group) -> dict:
 
 def _encode(stream: AsyncIterator[list[ChatChunk]], model: str, include_usage: bool, call: Call) -> AsyncIterator[bytes]:
     encoder = dialect.ChunkEncoder(f"chatcmpl-{getrandbits(96):024x}", model, include_usage)
-    return encode_stream(stream, encoder.encode, encoder.close, dialect.stream_error, call.request_id)
+    return encode_stream(stream, encoder.encode, encoder.close, dialect.stream_error, call.request_id,
+                         encoder.ended)

@@ -431,6 +431,10 @@ class ChunkEncoder:
             self._done_sent = True
         return raw
 
+    def ended(self) -> bool:
+        """The relayed events so far include the stream's final ``[DONE]``."""
+        return self._done_sent
+
     def close(self) -> bytes:
         done = b"data: [DONE]\n\n"
         if self._relayed:

@@ -620,3 +620,40 @@ def test_relayed_model_is_replaced_literally():
     first = b'data: {"id":"c","model":"","choices":[]}\n\n' + _UP
     out = enc.encode(ChatChunk(raw=first)) + enc.encode(ChatChunk(raw=_UP))
     assert out.count(b'"model":"team\\\\1/model"') == 3
+
+
+async def _sent(batches: list) -> list[dict]:
+    """What an ASGI server is asked to write for a relayed stream of these batches."""
+    from sluice.api.http import SSEResponse, encode_stream
+    from sluice.api.openai_dialect import stream_error
+
+    async def upstream():
+        for batch in batches:
+            yield batch
+
+    enc = ChunkEncoder("id", "m", False)
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    await SSEResponse(encode_stream(upstream(), enc.encode, enc.close, stream_error, "rid", enc.ended))(
+        {}, None, send)
+    return sent
+
+
+async def test_relayed_done_goes_out_with_the_end_of_the_body():
+    from sluice.schema import ChatChunk, Usage
+
+    sent = await _sent([[ChatChunk(raw=_UP)], [ChatChunk(raw=_UP_USAGE, usage=Usage(input_tokens=1))]])
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert [m["more_body"] for m in bodies] == [True, False]  # two writes, not three
+    assert bodies[1]["body"].endswith(b"data: [DONE]\n\n") and bodies[1]["body"].count(b"[DONE]") == 1
+
+
+async def test_events_after_a_relayed_done_keep_their_order():
+    from sluice.schema import ChatChunk
+
+    sent = await _sent([[ChatChunk(raw=_UP + b"data: [DONE]\n\n")], [ChatChunk(raw=_UP)]])
+    body = b"".join(m.get("body", b"") for m in sent)
+    assert body.index(b"[DONE]") < body.rindex(b'"content":"a"') and sent[-1]["more_body"] is False
