@@ -409,8 +409,8 @@ class ChunkEncoder:
 
     def _relay(self, chunk: ChatChunk) -> bytes:
         """The upstream's own events (same-dialect relay) with the alias the client named as the
-        model. Without ``include_usage`` the usage report (asked for upstream, for accounting) and
-        the ``"usage":null`` it puts on every other chunk are left out, as on the decoding path."""
+        model. (Usage events the client did not ask for are already gone: the relay cut them
+        where it found the report, see ``sluice.providers.relay``.)"""
         raw = chunk.raw
         self._relayed = True
         if self._upstream_model is None:
@@ -421,10 +421,6 @@ class ChunkEncoder:
                 raw = _MODEL_FIELD.sub(lambda _: self._model, raw)  # a function: no template escapes
         if self._upstream_model is not None and self._upstream_model != self._model:
             raw = raw.replace(self._upstream_model, self._model)
-        if not self.include_usage:
-            if chunk.usage is not None:
-                raw = _without_usage_events(raw)
-            raw = raw.replace(b',"usage":null', b"")
         if chunk.usage is not None:
             self._usage = chunk.usage
         if raw.endswith(b"data: [DONE]\n\n"):
@@ -442,19 +438,6 @@ class ChunkEncoder:
         if not self.include_usage or self._usage is None:
             return done
         return self._prefix + b'[],"usage":' + orjson.dumps(_usage(self._usage)) + b"}\n\n" + done
-
-
-def _without_usage_events(raw: bytes) -> bytes:
-    """Relayed events minus the usage-only ones (``"choices":[]``), found without splitting."""
-    while True:
-        at = raw.find(b'"choices":[]')
-        if at < 0:
-            return raw
-        start = raw.rfind(b"\n\n", 0, at)
-        start = 0 if start < 0 else start + 2
-        end = raw.find(b"\n\n", at)
-        end = len(raw) if end < 0 else end + 2
-        raw = raw[:start] + raw[end:]
 
 
 def _tool_call_delta(t) -> dict[str, Any]:

@@ -307,7 +307,7 @@ class OpenAIAdapter:
         """A relay of this upstream's events to a client of ``dialect``, when it can take them."""
         if dialect != "openai":
             return None
-        return OpenAIRelay(OpenAIStreamDecoder(up.provider), _wire_finish, req.n or 1)
+        return OpenAIRelay(OpenAIStreamDecoder(up.provider), _wire_finish, req.n or 1, keep_usage=req.include_usage)
 
     def error(self, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
         return error_from_wire(status, decode_error_body(body), headers)

@@ -17,9 +17,14 @@ these come at a stream's end, so only the last few events of each network read a
   router's first-token wait and the estimate of what a client that left mid-stream consumed
   need no more than that.
 
+When the client did not ask for usage (``stream_options.include_usage``), the usage report the
+gateway asked for upstream is cut out here, where it was found anyway, and so is the
+``"usage":null`` the upstream then puts on every other event: the client gets what OpenAI would
+have sent it.
+
 A stream that is not ``data:`` SSE (newline-delimited JSON, which a few servers send) falls back
 to full decoding for its whole length. What the API layer still does to relayed bytes (the model
-alias, ``stream_options.include_usage``, ``[DONE]``) is in ``sluice.api.openai_dialect``.
+alias, a missing ``[DONE]``) is in ``sluice.api.openai_dialect``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from sluice.schema import ChatChunk
 
 _SSE_START = re.compile(rb"\s*(?:data:|:|event:|id:|retry:)")
 _FINISH_REASON = re.compile(rb'"finish_reason":"([^"]*)"')
+_USAGE_ONLY = b'"choices":[]'  # a usage report with no choice in it: only asked-for usage events carry one
 _OPENAI_FINISH = frozenset({b"stop", b"length", b"tool_calls", b"content_filter"})
 
 
@@ -43,15 +49,16 @@ class OpenAIRelay:
     finish reason to the one an OpenAI client gets on the decoding path.
     """
 
-    __slots__ = ("_decoder", "_finish", "_buf", "_sse", "_first", "_tail_events")
+    __slots__ = ("_decoder", "_finish", "_buf", "_sse", "_first", "_tail_events", "_keep_usage")
 
-    def __init__(self, decoder: Any, finish: Any, choices: int = 1) -> None:
+    def __init__(self, decoder: Any, finish: Any, choices: int = 1, keep_usage: bool = True) -> None:
         self._decoder = decoder
         self._finish = finish
         self._buf = b""
         self._sse: bool | None = None  # decided by the first bytes
         self._first = True
         self._tail_events = 3 + max(choices, 1)  # finish per choice, usage, [DONE], a keep-alive
+        self._keep_usage = keep_usage  # False: the client did not ask for usage events
 
     def feed(self, data: bytes) -> list[ChatChunk]:
         buf = self._buf + data if self._buf else data
@@ -93,15 +100,33 @@ class OpenAIRelay:
         usage = None
         # 'rror"' covers an "error": key and vLLM's "object":"error"; text that merely ends in
         # "error" only costs a closer look.
-        if block.find(b'"usage":{', tail) >= 0 or block.find(b'rror"', tail) >= 0:
+        if block.find(b'rror"', tail) >= 0:
             for event in _events(block[tail:]):
                 if b'"usage":{' in event or b'rror"' in event:
-                    for parsed in parse_events(event):
-                        for chunk in self._decoder.feed(parsed):  # raises for an error event
-                            usage = chunk.usage if chunk.usage is not None else usage
+                    usage = self._usage_of(event, usage)  # raises for an error event
+        else:
+            at = block.find(b'"usage":{', tail)
+            while at >= 0:  # usually one event: the report after the finish
+                before, after = block.rfind(b"\n\n", 0, at), block.find(b"\n\n", at)
+                start = 0 if before < 0 else before + 2
+                end = len(block) if after < 0 else after + 2
+                usage = self._usage_of(block[start:end], usage)
+                if not self._keep_usage and _USAGE_ONLY in block[start:end]:
+                    block = block[:start] + block[end:]
+                    at = block.find(b'"usage":{', start)
+                else:
+                    at = block.find(b'"usage":{', end)
         if block.find(b'"finish_reason":"', tail) >= 0:
             block = block[:tail] + _FINISH_REASON.sub(self._canonical_finish, block[tail:])
+        if not self._keep_usage:
+            block = block.replace(b',"usage":null', b"")
         return [ChatChunk(raw=block, raw_tokens=max(events, 0), usage=usage)]
+
+    def _usage_of(self, event: bytes, usage: Any) -> Any:
+        for parsed in parse_events(event.strip(b"\n")):
+            for chunk in self._decoder.feed(parsed):
+                usage = chunk.usage if chunk.usage is not None else usage
+        return usage
 
     def _canonical_finish(self, match: re.Match[bytes]) -> bytes:
         reason = match.group(1)

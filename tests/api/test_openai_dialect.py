@@ -586,12 +586,14 @@ _UP_USAGE = (b'data: {"id":"c","model":"up-model","choices":[],"usage":{"prompt_
 
 
 def _relayed(include_usage: bool) -> bytes:
-    from sluice.schema import ChatChunk, Usage
+    """An upstream stream through the provider's relay and the encoder, as an OpenAI client gets it."""
+    from sluice.providers.openai import OpenAIStreamDecoder, _wire_finish
+    from sluice.providers.relay import OpenAIRelay
 
+    relay = OpenAIRelay(OpenAIStreamDecoder("up"), _wire_finish, keep_usage=include_usage)
     enc = ChunkEncoder("id", "my-alias", include_usage)
-    out = enc.encode(ChatChunk(raw=_UP)) + enc.encode(ChatChunk(raw=_UP))
-    out += enc.encode(ChatChunk(raw=_UP_USAGE, usage=Usage(input_tokens=1, output_tokens=1)))
-    return out + enc.close()
+    chunks = relay.feed(_UP) + relay.feed(_UP) + relay.feed(_UP_USAGE) + relay.finish()
+    return b"".join(enc.encode(c) for c in chunks) + enc.close()
 
 
 def test_relayed_events_carry_the_alias_and_end_once():

@@ -26,12 +26,12 @@ BODY = (chunk({"role": "assistant", "content": ""}) + chunk({"content": "Hel"}) 
         + chunk({}, "stop") + USAGE + b"data: [DONE]\n\n")
 
 
-def relay() -> OpenAIRelay:
-    return OpenAIRelay(OpenAIStreamDecoder("up"), _wire_finish)
+def relay(keep_usage: bool = True) -> OpenAIRelay:
+    return OpenAIRelay(OpenAIStreamDecoder("up"), _wire_finish, keep_usage=keep_usage)
 
 
-def run(body: bytes, cut: int | None = None) -> list:
-    r = relay()
+def run(body: bytes, cut: int | None = None, keep_usage: bool = True) -> list:
+    r = relay(keep_usage)
     pieces = [body] if cut is None else [body[:cut], body[cut:]]
     out = [c for piece in pieces for c in r.feed(piece)]
     return out + r.finish()
@@ -88,3 +88,37 @@ def test_newline_delimited_json_falls_back_to_decoding():
     body = orjson.dumps({"choices": [{"index": 0, "delta": {"content": "hi"}}]}) + b"\n\n"
     out = run(body)
     assert out and out[0].raw is None and out[0].text == "hi"
+
+
+def _with_usage_nulls(body: bytes) -> bytes:
+    """What OpenAI sends when asked for usage: "usage":null on every event but the report."""
+    return body.replace(b'"finish_reason":null}]}', b'"finish_reason":null}],"usage":null}').replace(
+        b'"finish_reason":"stop"}]}', b'"finish_reason":"stop"}],"usage":null}')
+
+
+def test_usage_the_client_did_not_ask_for_is_cut_but_still_counted():
+    body = _with_usage_nulls(BODY)
+    assert body.count(b'"usage":null') == 4
+    expected = BODY.replace(USAGE, b"")
+    for cut in range(1, len(body)):
+        out = run(body, cut, keep_usage=False)
+        relayed = b"".join(c.raw for c in out if c.raw)
+        assert relayed == expected, cut
+        usage = [c.usage for c in out if c.usage is not None]
+        assert len(usage) == 1 and usage[0].input_tokens == 7 and usage[0].output_tokens == 3, cut
+
+
+def test_usage_the_client_asked_for_is_kept_as_sent():
+    body = _with_usage_nulls(BODY)
+    assert b"".join(c.raw for c in run(body, keep_usage=True) if c.raw) == body
+
+
+def test_a_usage_report_on_a_chunk_with_choices_is_kept():
+    # Groq puts usage under x_groq on the last chunk, which also carries a choice.
+    last = event({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-model",
+                  "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                  "x_groq": {"usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}})
+    body = chunk({"role": "assistant", "content": ""}) + chunk({"content": "Hi"}) + last + b"data: [DONE]\n\n"
+    out = run(body, keep_usage=False)
+    assert b"".join(c.raw for c in out if c.raw) == body
+    assert [c.usage.input_tokens for c in out if c.usage is not None] == [2]
