@@ -298,13 +298,21 @@ class Gateway:
     async def _prepare(self, call: Call, req: ChatRequest):
         """The stages before the router, in order: auth and access, routing rules, limits,
         guardrails on the input, the cache. Returns the request as the router will see it."""
+        # A stage that is not configured is skipped without awaiting it: each await of a
+        # coroutine that returns at once is paid on every call.
         await self._admit(call, req.model)
-        routed = await self._route(call, req)  # the ledger keeps the alias the client asked for
+        # the ledger keeps the alias the client asked for
+        routed = await self._route(call, req) if self.rules is not None or self.semantic else req
         call.end_user = req.user or call.end_user
-        await self._reserve(call, routed.model, lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
-        routed, guard = await self._guard_input(call, routed)
+        if self.limits is not None and self.limits.applies(call.principal, call.end_user, routed.model):
+            await self._reserve(call, routed.model, lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
+        guard = None
+        if self.guardrails is not None:
+            routed, guard = await self._guard_input(call, routed)
         plan = self._cache_plan(call, routed)
-        entry, probe = await self._cache_lookup(call, routed, plan)
+        entry = probe = None
+        if plan is not None:
+            entry, probe = await self._cache_lookup(call, routed, plan)
         return routed, guard, plan, entry, probe
 
     async def chat(self, call: Call, req: ChatRequest) -> ChatResponse:

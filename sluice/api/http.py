@@ -97,11 +97,31 @@ class ModelRequest:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def _raw_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    if not headers:
+        return []
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
 class JSONResponse(Response):
+    """A JSON body (orjson) with its headers built directly: Starlette's generic header
+    handling and call path are several µs per response on the hot path."""
+
     media_type = "application/json"
+
+    def __init__(self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body = orjson.dumps(content)
+        self.raw_headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json"),
+                            *_raw_headers(headers)]
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 class SSEResponse(Response):
@@ -113,7 +133,7 @@ class SSEResponse(Response):
         self.body_iterator = content
         self.status_code = 200
         self.background = None
-        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
+        self.raw_headers = [*_SSE_HEADERS, *_raw_headers(headers)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -139,6 +159,10 @@ class SSEResponse(Response):
                     chunk, tail = tail + chunk, b""
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": bytes(tail), "more_body": False})
+
+
+_SSE_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
+                (b"content-type", b"text/event-stream; charset=utf-8"))
 
 
 class FinalBytes(bytes):

@@ -139,6 +139,11 @@ class LocalCircuitStore:
     def __init__(self) -> None:
         self._circuits: dict[str, _Circuit] = {}
 
+    def is_closed(self, name: str) -> bool:
+        """No open circuit for ``name``: ``acquire`` would grant without changing anything."""
+        circuit = self._circuits.get(name)
+        return circuit is None or not circuit.open
+
     def _get(self, name: str) -> _Circuit:
         circuit = self._circuits.get(name)
         if circuit is None:
@@ -223,6 +228,8 @@ class CircuitBreaker:
         self.owner = secrets.token_hex(8)
         self._clock = clock
         self._shared = bool(getattr(self.store, "shared", False))
+        # In-process store: a closed circuit answers "allowed" without an awaited store call.
+        self._closed_here = None if self._shared else getattr(self.store, "is_closed", None)
         self._views: dict[str, _View] = {}
         self._down_until = 0.0
         self._outage = False
@@ -238,6 +245,8 @@ class CircuitBreaker:
         policy = self.policy_for(name)
         if not policy.enabled:
             return True
+        if self._closed_here is not None and self._closed_here(name):
+            return True
         now = self._clock()
         view = self._views.get(name)
         if view is not None and self._shared and now - view.fetched < policy.refresh:
@@ -250,6 +259,13 @@ class CircuitBreaker:
         row = await self._call(name, now, self.store.acquire, name, now, self.owner,
                                policy.probe_timeout, policy.keep)
         return True if row is None else bool(row[4])
+
+    def healthy(self, name: str) -> bool:
+        """A success would change nothing: closed, no failure counted (``record_success`` is a no-op)."""
+        view = self._views.get(name)
+        if view is None:
+            return not self.policy_for(name).enabled
+        return view.state == CLOSED and not view.failures
 
     async def record_success(self, name: str) -> None:
         view = self._views.get(name)

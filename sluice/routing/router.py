@@ -224,15 +224,25 @@ class Router:
 
     # ---- calling --------------------------------------------------------------------------
 
-    async def _attempts(self, req, route: Route, call: Callable[[Deployment, object], Awaitable[T]]) -> T:
+    # The calling methods below are plain functions returning the coroutine to await, and one
+    # attempt runs inline in the failover loop: every coroutine layer between the client's call
+    # and the upstream's is resumed at each of the upstream call's suspensions (measured: the
+    # router's layers cost ~20 µs per call before they were folded).
+
+    def _attempts(self, req, route: Route, call: Callable[[Deployment, object], Awaitable[T]]) -> Awaitable[T]:
+        """Resolve the alias now (an unknown model raises here) and return the call to await."""
         group = self.resolve(req.model)
         route.alias = group.alias
-        return await self._run_group(group, req, route, call, depth=0)
+        return self._run_group(group, req, route, call, depth=0)
 
     async def _run_group(self, group: ModelGroup, req, route: Route, call, depth: int) -> T:
-        tokens = estimate_prompt_tokens(req) if isinstance(req, ChatRequest) else 0
-        candidates = self.order(group, tokens, getattr(req, "stream", False))
-        fitting = [d for d in candidates if d.context_window is None or tokens <= d.context_window]
+        deps = group.deployments
+        if len(deps) > 1 or deps[0].context_window is not None:
+            tokens = estimate_prompt_tokens(req) if isinstance(req, ChatRequest) else 0
+            candidates = self.order(group, tokens, getattr(req, "stream", False))
+            fitting = [d for d in candidates if d.context_window is None or tokens <= d.context_window]
+        else:  # one deployment of unknown window: nothing to order or to filter
+            tokens, fitting = 0, deps
         if not fitting:
             err = GatewayError("context_window_exceeded",
                                f"The prompt (about {tokens} tokens) is longer than the context window of "
@@ -257,6 +267,7 @@ class Router:
                 if not deps:
                     raise
         total = len(deps) if policy.retries is None else policy.retries + 1
+        first_token = bool(getattr(req, "stream", False))
         last: GatewayError | None = None
         for attempt in range(total):
             dep = deps[attempt % len(deps)]
@@ -264,41 +275,61 @@ class Router:
                 await self._backoff(policy, attempt // len(deps), last)
             if breaker is not None and not await breaker.allow(dep.name):
                 continue
+            # One attempt, as in _attempt (inline: see the note above _attempts).
+            stats, started = self._begin(dep, route)
             try:
-                return await self._attempt(dep, req, route, call)
+                result = await call(dep, _for_family(req, dep.family))
             except GatewayError as err:
+                await self._failed(dep, stats, started, first_token, err)
                 if not err.retryable:
                     raise
                 last = err
+                continue
+            except BaseException as exc:
+                self._interrupted(dep, stats, started, first_token, exc)
+                raise
+            stats.end(started, first_token=first_token)
+            if breaker is not None and not breaker.healthy(dep.name):
+                await breaker.record_success(dep.name)
+            return result
         if last is None:  # every candidate's circuit was open
             raise open_circuit_error(group.alias, breaker, [d.name for d in deps])
         raise last
 
     async def _attempt(self, dep: Deployment, req, route: Route, call) -> T:
         """One call to one deployment, measured and reported to its circuit."""
-        route.attempts += 1
-        route.deployment, route.provider = dep.name, dep.provider
-        route.upstream_model = dep.client.upstream.model
         first_token = bool(getattr(req, "stream", False))
-        breaker = self.breaker
-        stats = self.stats.get(dep.name)
-        started = stats.begin()
+        stats, started = self._begin(dep, route)
         try:
             result = await call(dep, _for_family(req, dep.family))
         except GatewayError as err:
-            stats.end(started, err, first_token=first_token)
-            if breaker is not None:
-                await breaker.record_failure(dep.name, err)
+            await self._failed(dep, stats, started, first_token, err)
             raise
-        except BaseException as exc:  # cancelled (the client left, or a hedge lost) or a bug
-            stats.end(started, exc, first_token=first_token)
-            if breaker is not None:
-                breaker.release_soon(dep.name)  # never await while being cancelled
+        except BaseException as exc:
+            self._interrupted(dep, stats, started, first_token, exc)
             raise
         stats.end(started, first_token=first_token)
-        if breaker is not None:
-            await breaker.record_success(dep.name)
+        if self.breaker is not None:
+            await self.breaker.record_success(dep.name)
         return result
+
+    def _begin(self, dep: Deployment, route: Route):
+        route.attempts += 1
+        route.deployment, route.provider = dep.name, dep.provider
+        route.upstream_model = dep.client.upstream.model
+        stats = self.stats.get(dep.name)
+        return stats, stats.begin()
+
+    async def _failed(self, dep: Deployment, stats, started: float, first_token: bool, err: GatewayError) -> None:
+        stats.end(started, err, first_token=first_token)
+        if self.breaker is not None:
+            await self.breaker.record_failure(dep.name, err)
+
+    def _interrupted(self, dep: Deployment, stats, started: float, first_token: bool, exc: BaseException) -> None:
+        """Cancelled (the client left, or a hedge lost) or a bug."""
+        stats.end(started, exc, first_token=first_token)
+        if self.breaker is not None:
+            self.breaker.release_soon(dep.name)  # never await while being cancelled
 
     async def _hedged(self, policy: Policy, primary: Deployment, backup: Deployment, req, route: Route, call) -> T:
         """Start the backup when the primary has not answered (its first token, for streams)
@@ -368,13 +399,13 @@ class Router:
                 err = next_err
         raise err
 
-    async def chat(self, req: ChatRequest, route: Route) -> ChatResponse:
-        return await self._attempts(req, route, lambda dep, r: dep.client.chat(r))
+    def chat(self, req: ChatRequest, route: Route) -> Awaitable[ChatResponse]:
+        return self._attempts(req, route, _chat)
 
-    async def embed(self, req: EmbeddingRequest, route: Route) -> EmbeddingResponse:
-        return await self._attempts(req, route, lambda dep, r: dep.client.embed(r))
+    def embed(self, req: EmbeddingRequest, route: Route) -> Awaitable[EmbeddingResponse]:
+        return self._attempts(req, route, _embed)
 
-    async def stream(self, req: ChatRequest, route: Route, relay: str | None = None) -> "PrimedStream":
+    def stream(self, req: ChatRequest, route: Route, relay: str | None = None) -> Awaitable["PrimedStream"]:
         """Open a stream and read up to its first token, failing over until one starts.
 
         "First token" is the first chunk with content (text, a tool call, or the finish): a
@@ -400,7 +431,15 @@ class Router:
                 raise
             return PrimedStream(head or None, it)
 
-        return await self._attempts(req, route, start)
+        return self._attempts(req, route, start)
+
+
+def _chat(dep: Deployment, req: ChatRequest) -> Awaitable[ChatResponse]:
+    return dep.client.chat(req)
+
+
+def _embed(dep: Deployment, req: EmbeddingRequest) -> Awaitable[EmbeddingResponse]:
+    return dep.client.embed(req)
 
 
 async def _read_to_first_token(it: AsyncIterator[list[ChatChunk]]) -> list[ChatChunk]:
