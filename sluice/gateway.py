@@ -35,6 +35,7 @@ from sluice.routing.conditional import ConditionalRouter, Facts
 from sluice.routing.probes import HealthProber
 from sluice.routing.router import (
     ModelGroup,
+    PrimedStream,
     Route,
     Router,
 )
@@ -577,9 +578,12 @@ class Gateway:
 class MeteredStream:
     """Passes batches through, keeps the latest usage, and records the call exactly once."""
 
-    __slots__ = ("_inner", "_call", "_done", "_finished")
+    __slots__ = ("_inner", "_head", "_call", "_done", "_finished")
 
     def __init__(self, inner: AsyncIterator[list[ChatChunk]], call: Call, done: Callable[[], None]) -> None:
+        self._head: list[ChatChunk] | None = None
+        if type(inner) is PrimedStream:  # read its head here and its rest directly: one layer fewer
+            self._head, inner = inner.split()
         self._inner = inner
         self._call = call
         self._done = done
@@ -590,7 +594,11 @@ class MeteredStream:
 
     async def __anext__(self) -> list[ChatChunk]:
         try:
-            batch = await self._inner.__anext__()
+            batch = self._head
+            if batch is not None:
+                self._head = None
+            else:
+                batch = await self._inner.__anext__()
         except StopAsyncIteration:
             self._finish()
             raise

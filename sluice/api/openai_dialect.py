@@ -420,7 +420,7 @@ class ChunkEncoder:
             else:  # no model named yet (an empty one, as Azure's first event has): event by event
                 raw = _MODEL_FIELD.sub(lambda _: self._model, raw)  # a function: no template escapes
         if self._upstream_model is not None and self._upstream_model != self._model:
-            raw = raw.replace(self._upstream_model, self._model)
+            raw = self._model.join(raw.split(self._upstream_model))  # one pass fewer than replace
         if chunk.usage is not None:
             self._usage = chunk.usage
         if raw.endswith(b"data: [DONE]\n\n"):

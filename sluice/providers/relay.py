@@ -84,10 +84,7 @@ class OpenAIRelay:
         return self._relay(tail + b"\n\n")
 
     def _relay(self, block: bytes) -> list[ChatChunk]:
-        events = block.count(b"\n") // 2  # an event is "data: …" and a blank line
-        if self._first:
-            self._first = False
-            events -= 1  # the first event announces the role: not a token yet
+        first, self._first = self._first, False
         # Usage reports, error events and finish reasons end a stream: only the read's last
         # few events are looked at (one more per extra choice), which keeps a read's cost to
         # a few short passes whatever its length.
@@ -118,8 +115,17 @@ class OpenAIRelay:
                     at = block.find(b'"usage":{', end)
         if block.find(b'"finish_reason":"', tail) >= 0:
             block = block[:tail] + _FINISH_REASON.sub(self._canonical_finish, block[tail:])
+        events = 0
         if not self._keep_usage:
-            block = block.replace(b',"usage":null', b"")
+            # split/join is one pass fewer than replace; and when the upstream marks its chunks
+            # with "usage":null (OpenAI does, once asked for usage), the pieces count the events.
+            pieces = block.split(b',"usage":null')
+            if len(pieces) > 1:
+                events, block = len(pieces) - 1, b"".join(pieces)
+        if not events:
+            events = block.count(b"\n") // 2  # an event is "data: …" and a blank line
+        if first:
+            events -= 1  # the first event announces the role: not a token yet
         return [ChatChunk(raw=block, raw_tokens=max(events, 0), usage=usage)]
 
     def _usage_of(self, event: bytes, usage: Any) -> Any:

@@ -477,6 +477,11 @@ class PrimedStream:
     async def aclose(self) -> None:
         await self._rest.aclose()
 
+    def split(self) -> tuple[list[ChatChunk] | None, AsyncIterator[list[ChatChunk]]]:
+        """The head (None when taken) and the rest, for a consumer that reads them itself."""
+        head, self._head = self._head, None
+        return head, self._rest
+
 
 async def _first_success(tasks: list[asyncio.Future]) -> tuple[asyncio.Future | None, GatewayError | None]:
     """The first task to succeed, or (None, the last error) when all fail."""
