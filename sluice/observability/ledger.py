@@ -36,6 +36,7 @@ from sqlalchemy import text
 from sluice.observability.pricing import make_pricer
 from sluice.store.db import Database
 from sluice.store.usage import write_usage
+from sluice.store.usage_sqlite import SqliteUsageWriter, sqlite_file
 
 log = logging.getLogger("sluice.ledger")
 
@@ -199,6 +200,9 @@ class Ledger:
         self.close_timeout = close_timeout
         self.spill = SpillFile(config.spill_path)
         self._price = price or make_pricer()
+        # An SQLite file gets a writer thread of its own; PostgreSQL goes through the engine.
+        path = sqlite_file(db.url) if db.is_sqlite else None
+        self._sqlite = SqliteUsageWriter(path) if path else None
         self._queue: deque[UsageEvent] = deque()
         self._wake = asyncio.Event()
         self._replay_lock = asyncio.Lock()
@@ -276,6 +280,8 @@ class Ledger:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.replay(), deadline - loop.time())
         self.spill.close()
+        if self._sqlite is not None:
+            await self._sqlite.close()
 
     # -- writer --------------------------------------------------------------------------
 
@@ -310,6 +316,8 @@ class Ledger:
 
     async def _write(self, batch: list[UsageEvent]) -> int:
         self._price_batch(batch)
+        if self._sqlite is not None:
+            return await self._sqlite.write(batch)
         async with self.db.transaction() as session:
             return await write_usage(session, batch)
 

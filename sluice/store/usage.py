@@ -186,22 +186,31 @@ async def _upsert_rollups(session: AsyncSession, rollups: list[dict[str, Any]]) 
         await session.execute(stmt, rollups[start:start + _CHUNK])
 
 
+def unique_rows(events: Sequence[Any]) -> dict[str, list[Any]]:
+    """Ledger rows by request id (the first occurrence wins within a batch)."""
+    rows: dict[str, list[Any]] = {}
+    for event in events:
+        if event.request_id not in rows:
+            rows[event.request_id] = _values(event)
+    return rows
+
+
 async def write_usage(session: AsyncSession, events: Sequence[Any]) -> int:
     """Write ledger rows (objects with UsageRecord's fields, e.g. UsageEvent) and their roll-ups.
 
     Returns how many rows were new. Runs in the caller's transaction; the caller commits.
+    (An SQLite file's ledger is written by ``sluice.store.usage_sqlite`` instead, with the same
+    rows, roll-ups and audit entries.)
     """
-    rows: dict[str, list[Any]] = {}
-    for event in events:
-        if event.request_id not in rows:  # first occurrence wins within a batch
-            rows[event.request_id] = _values(event)
+    rows = unique_rows(events)
     if not rows:
         return 0
     inserted = await _insert_rows(session, list(rows.values()))
     if inserted:
         fresh = [row for rid, row in rows.items() if rid in inserted]
         await _upsert_rollups(session, _rollups(fresh))
-        _audit_guardrails(session, [dict(zip(_COLUMNS, row)) for row in fresh if row[_GUARDRAILS]])
+        for entry in guardrail_audits(fresh):
+            session.add(AuditEntry(**entry))
     return len(inserted)
 
 
@@ -209,20 +218,27 @@ _GUARDRAILS = _COLUMNS.index("guardrails")
 _STRONGEST = ("block", "redact", "flag")
 
 
-def _audit_guardrails(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Calls a guardrail acted on (block, redact, flag) also go to the audit log, in the same
-    transaction as their ledger rows: written once, with the row, however often a batch is replayed."""
-    for row in rows:
-        verdicts = row["guardrails"]
+def guardrail_audits(rows: Iterable[list[Any]]) -> list[dict[str, Any]]:
+    """Audit-log entries (AuditEntry's columns) for the calls a guardrail acted on (block, redact,
+    flag): written in the same transaction as their ledger rows, so once however often a batch is
+    replayed."""
+    entries = []
+    for values in rows:
+        verdicts = values[_GUARDRAILS]
+        if not verdicts:
+            continue
         action = next((a for a in _STRONGEST if f"={a}" in verdicts), None)
         if action is None:
             continue
+        row = dict(zip(_COLUMNS, values))
         actor = f"key:{row['key_id']}" if row["key_id"] else f"user:{row['user_id']}" if row["user_id"] else "anonymous"
-        session.add(AuditEntry(
-            ts=row["ts"], actor=actor[:80], action=f"guardrail.{action}", object_type="call",
-            object_id=row["request_id"][:60], team_id=row["team_id"], before=None,
-            after={"model": row["model"], "verdicts": verdicts, "status": row["status"], "end_user": row["end_user"]},
-            request_id=row["request_id"]))
+        entries.append({
+            "ts": row["ts"], "actor": actor[:80], "action": f"guardrail.{action}", "object_type": "call",
+            "object_id": row["request_id"][:60], "team_id": row["team_id"], "before": None,
+            "after": {"model": row["model"], "verdicts": verdicts, "status": row["status"],
+                      "end_user": row["end_user"]},
+            "request_id": row["request_id"]})
+    return entries
 
 
 def _aggregates() -> list[Any]:
@@ -354,4 +370,5 @@ async def spent_usd(session: AsyncSession, scope: str, subject: str, since: date
     return float(total)
 
 
-__all__ = ["GROUPS", "cache_stats", "query_usage", "spent_usd", "utc", "write_usage"]
+__all__ = ["GROUPS", "cache_stats", "guardrail_audits", "query_usage", "spent_usd", "unique_rows", "utc",
+           "write_usage"]

@@ -18,7 +18,7 @@ from sluice.observability.ledger import Ledger, SpillFile, UsageEvent
 from sluice.observability.pricing import price_call
 from sluice.store import migrate
 from sluice.store.db import Database
-from sluice.store.models import UsageDaily, UsageRecord
+from sluice.store.models import AuditEntry, UsageDaily, UsageRecord
 from sluice.store.usage import query_usage, write_usage
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -188,6 +188,31 @@ async def test_rows_are_stored_in_utc_with_long_values_clipped(db):
         assert stored == NOW
     long_row = rows[zoned.request_id]
     assert long_row.model == "m" * 200 and long_row.end_user == "u" * 300 and long_row.tags == ["x", "y"]
+
+
+async def test_the_ledger_writer_stores_rows_rollups_and_guardrail_audits_once(db, tmp_path):
+    """Through the Ledger (SQLite: its own writer thread; PostgreSQL: the engine), twice over."""
+    events = [event(i, "audited") for i in range(30)]
+    events[3].guardrails = "pii=redact"
+    events[4].guardrails = "injection=block"
+    events[5].guardrails = "pii=allow"
+    for _ in range(2):  # a replayed batch changes nothing
+        ledger = Ledger(db, Settings(spill_path=str(tmp_path / "spill.jsonl"), batch_size=7))
+        await ledger.start()
+        for e in events:
+            ledger.record(e)
+        await ledger.close()
+        assert ledger.spilled == 0
+    rows = await ledger_rows(db, "audited")
+    assert len(rows) == 30 and rows[events[3].request_id].guardrails == "pii=redact"
+    assert_rollups_match(await rollup_totals(db), events)
+    async with db.session() as s:
+        audits = (await s.execute(select(AuditEntry).order_by(AuditEntry.request_id))).scalars().all()
+    assert [(a.request_id, a.action) for a in audits] == [
+        (events[3].request_id, "guardrail.redact"), (events[4].request_id, "guardrail.block")]
+    assert audits[0].after["verdicts"] == "pii=redact" and audits[0].actor == "key:key_0"
+    stored = audits[0].ts if audits[0].ts.tzinfo else audits[0].ts.replace(tzinfo=timezone.utc)
+    assert stored == events[3].ts
 
 
 async def test_close_flushes_a_full_queue(db, tmp_path):
