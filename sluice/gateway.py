@@ -29,7 +29,7 @@ from sluice.observability.metrics import GatewayMetrics
 from sluice.policies.auth import Authenticator, Principal
 from sluice.policies.cache import Entry, Plan, Probe, Replay, ResponseCache, SemanticCache, StreamAssembler
 from sluice.policies.guardrails.engine import GuardServices, Guardrails, Session
-from sluice.policies.limits import Admission, Demand, Limits
+from sluice.policies.limits import Admission, Demand, DeploymentLimits, Limits
 from sluice.policies.tokens import count_embedding_tokens, encoding_ready, reserve_tokens, warm_up_for
 from sluice.routing.conditional import ConditionalRouter, Facts
 from sluice.routing.probes import HealthProber
@@ -109,6 +109,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         if limits is not None:
             self.metrics.watch_limits(limits)
+            # Deployments that declare rpm/tpm are held to them per attempt (exact across instances).
+            router.gate = DeploymentLimits(limits, self._deployment_tokens)
         self._settling: set[asyncio.Task] = set()
         self.rules = rules if rules and rules.rules else None
         self.semantic: dict[str, tuple[SemanticRouter, bool]] = {}  # alias → (router, include_system)
@@ -528,6 +530,34 @@ class Gateway:
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
+    def _deployment_tokens(self, req: object, model: str | None) -> tuple[int, int]:
+        if isinstance(req, ChatRequest):
+            return reserve_tokens(req, model, self.default_max_tokens)
+        inputs = [req.input] if isinstance(req.input, str) else list(req.input)  # type: ignore[attr-defined]
+        return count_embedding_tokens([i for i in inputs if isinstance(i, str)], model), 0
+
+    def _settle_deployments(self, call: Call) -> None:
+        """Settle what each attempt reserved against its deployment's own limits: the attempt that
+        answered to the call's usage, a hedge's loser to its own, failed attempts to no tokens."""
+        route, usage = call.route, call.usage
+        loser = route.hedge_loser
+        answered = False
+        for ticket in reversed(route.tickets or ()):
+            tokens: tuple[int | None, int | None] = (0, 0)
+            if ticket.deployment == route.deployment and not answered:
+                answered = True
+                if usage is not None:
+                    tokens = (usage.input_tokens, usage.output_tokens)
+                elif call.status == CLIENT_GONE:
+                    tokens = (None, None)  # gone mid-call: keep what was reserved
+            elif loser is not None and ticket.deployment == loser.deployment:
+                tokens = (loser.usage.input_tokens, loser.usage.output_tokens) if loser.usage else (None, None)
+            if not ticket.admission.settle_nowait(*tokens, None):
+                task = asyncio.ensure_future(self._settle_quietly(ticket.admission, *tokens, None, call.request_id))
+                self._settling.add(task)
+                task.add_done_callback(self._settling.discard)
+        route.tickets = None
+
     def _cost(self, deployment: str | None, upstream_model: str | None, tokens_in: int, tokens_out: int,
               cached: int) -> float:
         if self.price is None:
@@ -550,6 +580,8 @@ class Gateway:
             self.router.stats.get(route.deployment).add_tokens(usage.total_tokens)  # for usage-aware routing
         if call.admission is not None:
             self._settle(call)
+        if call.route.tickets:
+            self._settle_deployments(call)
         if self.record is None:
             return
         now = time.perf_counter()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import math
 import random
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 from sluice.providers.base import Upstream
 from sluice.providers.client import ProviderClient
@@ -116,6 +117,7 @@ class Route:
     semantic: str | None = None  # the semantic route taken (or why none was)
     hedged: bool = False  # a second attempt was started because the first was slow
     hedge_loser: HedgeLoser | None = None
+    tickets: list | None = None  # what a DeploymentGate reserved for each attempt, to settle at the end
 
     def describe(self) -> str | None:
         """The routing decisions beyond "this alias, this deployment", for the ledger."""
@@ -147,6 +149,21 @@ log = logging.getLogger("sluice.routing")
 MAX_FALLBACK_DEPTH = 3
 
 
+class DeploymentGate(Protocol):
+    """Each deployment's own request and token limits (``rpm``/``tpm``: its upstream account's),
+    reserved per attempt. The limits stage implements it; the router only asks."""
+
+    async def enter(self, dep: "Deployment", req, route: Route) -> float | None:
+        """None: go ahead (what was reserved is kept in ``route.tickets``); else the deployment
+        is at its limit now, and the number is the seconds until it has room."""
+
+
+def deployments_full_error(alias: str, wait: float) -> GatewayError:
+    return GatewayError("rate_limit", f"Every deployment of '{alias}' is at its rate limit; try again in "
+                        f"{math.ceil(wait)} s.", status=429, code="deployment_rate_limit",
+                        retry_after=wait if math.isfinite(wait) else None)
+
+
 class Router:
     def __init__(self, pool: HttpPool, providers: dict[str, ProviderSpec], passthrough: bool = True,
                  stats: StatsRegistry | None = None, cost_of: CostOf | None = None,
@@ -157,6 +174,7 @@ class Router:
         self.stats = stats or StatsRegistry()
         self.cost_of = cost_of
         self.breaker = breaker  # None: no circuit breaking
+        self.gate: DeploymentGate | None = None  # deployments' own rpm/tpm; set by the gateway
         self.groups: dict[str, ModelGroup] = {}
         self.patterns: list[tuple[str, list[DeploymentSpec], bool, str | None, Policy]] = []
         self._wild_cache: dict[str, ModelGroup] = {}
@@ -269,12 +287,18 @@ class Router:
         total = len(deps) if policy.retries is None else policy.retries + 1
         first_token = bool(getattr(req, "stream", False))
         last: GatewayError | None = None
+        full: float | None = None  # the soonest a deployment at its own rate limit has room
         for attempt in range(total):
             dep = deps[attempt % len(deps)]
             if attempt >= len(deps):  # another round on the same deployments: back off first
                 await self._backoff(policy, attempt // len(deps), last)
             if breaker is not None and not await breaker.allow(dep.name):
                 continue
+            if self.gate is not None and (dep.rpm or dep.tpm):
+                wait = await self._enter(dep, req, route)
+                if wait is not None:
+                    full = wait if full is None else min(full, wait)
+                    continue
             # One attempt, as in _attempt (inline: see the note above _attempts).
             stats, started = self._begin(dep, route)
             try:
@@ -292,12 +316,24 @@ class Router:
             if breaker is not None and not breaker.healthy(dep.name):
                 await breaker.record_success(dep.name)
             return result
+        if last is None and full is not None:  # skipped for their own limits (retryable: fallbacks apply)
+            raise deployments_full_error(group.alias, full)
         if last is None:  # every candidate's circuit was open
             raise open_circuit_error(group.alias, breaker, [d.name for d in deps])
         raise last
 
+    async def _enter(self, dep: Deployment, req, route: Route) -> float | None:
+        wait = await self.gate.enter(dep, req, route)  # type: ignore[union-attr]
+        if wait is not None and self.breaker is not None:
+            self.breaker.release_soon(dep.name)  # a half-open probe it granted is not used
+        return wait
+
     async def _attempt(self, dep: Deployment, req, route: Route, call) -> T:
         """One call to one deployment, measured and reported to its circuit."""
+        if self.gate is not None and (dep.rpm or dep.tpm):
+            wait = await self._enter(dep, req, route)
+            if wait is not None:
+                raise deployments_full_error(route.alias, wait)
         first_token = bool(getattr(req, "stream", False))
         stats, started = self._begin(dep, route)
         try:
@@ -348,6 +384,9 @@ class Router:
         finally:
             losers = await _close_losers(tasks, winner)
         route.attempts += sum(r.attempts for r in routes)
+        for r in routes:
+            if r.tickets:
+                route.tickets = [*(route.tickets or ()), *r.tickets]
         if winner is not None and len(tasks) > 1:
             loser = 1 - tasks.index(winner)
             usage = getattr(losers.get(loser), "usage", None)  # a loser that finished anyway

@@ -35,6 +35,13 @@ def limits_config(mock_url: str, pg_url: str, spill: str, redis_url: str, prefix
         "slow": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=400", "name": "slow"}]},
         # The upstream account allows 3 requests a minute: that is the alias's capacity.
         "capped": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini", "name": "capped", "rpm": 3}]},
+        # Two upstream accounts behind one alias, allowing 4 and 2 requests a minute, picked at
+        # random with equal weights: each must still get no more than its own limit.
+        "split": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini", "name": "split-a", "rpm": 4},
+                                  {"provider": "oai", "model": "gpt-4o-mini", "name": "split-b", "rpm": 2}]},
+        "split-tokens": {"deployments": [
+            {"provider": "oai", "model": "gpt-4o-mini", "name": "tok-a", "tpm": 120},
+            {"provider": "oai", "model": "gpt-4o-mini", "name": "tok-b", "tpm": 120}]},
     })
     raw["limits"] = {"queue": {"max_wait": 0.3}, **limits}
     return raw
@@ -196,3 +203,45 @@ async def test_a_stream_the_client_leaves_settles_to_what_was_sent(fleet, sdk):
         if used < 1000:
             break
     assert 0 < used < 100  # the prompt and what was streamed, not the 1000 reserved for the answer
+
+
+async def _deployment_of(base: str, secret: str, model: str, stream: bool) -> str | int:
+    """The deployment that answered (x-sluice-deployment), or the HTTP status of a refusal."""
+    body = {"model": model, "messages": [{"role": "user", "content": WORDS}], "max_tokens": 5, "stream": stream}
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {secret}"}) as s:
+        async with s.post(f"{base}/v1/chat/completions", json=body) as r:
+            await r.read()
+            return r.headers["x-sluice-deployment"] if r.status == 200 else r.status
+
+
+async def test_each_deployment_gets_exactly_its_own_requests_per_minute(fleet):
+    """Per deployment, not only per alias: 4 + 2 a minute across three instances, whatever the
+    weighted random pick would have sent where."""
+    key = await admin(fleet[0].url, "POST", "/keys", json={"name": "split"})
+    bases = itertools.cycle([g.url for g in fleet])
+    answers = await asyncio.gather(*(_deployment_of(next(bases), key["key"], "split", bool(i % 2))
+                                     for i in range(14)))
+    assert answers.count("split-a") == 4 and answers.count("split-b") == 2
+    assert set(answers) == {"split-a", "split-b", 429}
+
+
+async def test_each_deployment_gets_no_more_than_its_own_tokens_per_minute(fleet, pg_url):
+    """tpm per deployment: reserved before each attempt (prompt + max_tokens), settled to the
+    usage reported, so the ledger never shows a deployment over its 120 tokens a minute."""
+    key = await admin(fleet[0].url, "POST", "/keys", json={"name": "split-tokens"})
+    bases = itertools.cycle([g.url for g in fleet])
+    answers = await asyncio.gather(*(_deployment_of(next(bases), key["key"], "split-tokens", bool(i % 2))
+                                     for i in range(24)))
+    assert {"tok-a", "tok-b"} <= set(answers) and 429 in answers
+    await asyncio.sleep(1.0)  # the ledger's batches
+    db = Database(pg_url)
+    try:
+        async with db.session() as session:
+            rows = (await session.execute(
+                select(UsageRecord.deployment, func.sum(UsageRecord.input_tokens + UsageRecord.output_tokens))
+                .where(UsageRecord.key_id == key["id"], UsageRecord.status == 200)
+                .group_by(UsageRecord.deployment))).all()
+    finally:
+        await db.close()
+    used = dict(rows)
+    assert set(used) == {"tok-a", "tok-b"} and all(0 < tokens <= 120 for tokens in used.values()), used

@@ -212,3 +212,44 @@ async def test_a_queued_call_refused_by_its_own_limit_leaves_at_once():
     assert loop.time() - started < 1.0  # not held until max_wait
     assert refused.value.code == "rate_limit_exceeded" and "key key_1" not in refused.value.message
     assert "key k1" in refused.value.message
+
+
+class _Deployment:
+    """What DeploymentLimits reads of a routing Deployment: its name, limits and upstream model."""
+
+    def __init__(self, name: str, rpm: int | None = None, tpm: int | None = None) -> None:
+        from types import SimpleNamespace
+
+        self.name, self.rpm, self.tpm = name, rpm, tpm
+        self.client = SimpleNamespace(upstream=SimpleNamespace(model="gpt-4o-mini"))
+
+
+async def test_deployment_tokens_are_reserved_then_settled_to_what_was_used():
+    from types import SimpleNamespace
+
+    from sluice.policies.limits import DeploymentLimits
+
+    limits = Limits(LocalLimiter(), settings())
+    gate = DeploymentLimits(limits, lambda req, model: (20, 30))  # 50 reserved per attempt
+    dep = _Deployment("acct-1", tpm=120)
+    routes = [SimpleNamespace(alias="gpt", tickets=None) for _ in range(3)]
+    assert await gate.enter(dep, None, routes[0]) is None
+    assert await gate.enter(dep, None, routes[1]) is None
+    wait = await gate.enter(dep, None, routes[2])  # 150 > 120
+    assert wait is not None and wait > 0 and routes[2].tickets is None
+    ticket = routes[0].tickets[0]
+    assert ticket.deployment == "acct-1"
+    assert ticket.admission.settle_nowait(5, 5, None)  # used 10, not 50: 60 + 50 fit under 120 now
+    assert await gate.enter(dep, None, routes[2]) is None
+    assert limits.refusals["deployment_rate_limit"] == 1
+
+
+async def test_deployment_requests_per_minute():
+    from types import SimpleNamespace
+
+    from sluice.policies.limits import DeploymentLimits
+
+    gate = DeploymentLimits(Limits(LocalLimiter(), settings()), lambda req, model: (0, 0))
+    dep = _Deployment("acct-2", rpm=2)
+    answers = [await gate.enter(dep, None, SimpleNamespace(alias="gpt", tickets=None)) for _ in range(3)]
+    assert answers[:2] == [None, None] and answers[2] > 0

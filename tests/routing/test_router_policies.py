@@ -112,3 +112,56 @@ def test_rule_conditions():
     assert pick(has_tools=True, prompt_tokens=lambda: 50) == "tools-short"
     assert pick(has_tools=True, prompt_tokens=lambda: 500) == "none"
     assert pick(user_id="x", key_id="k1") == "user-x" and pick(user_id="x", key_id="k2") == "none"
+
+
+class _Gate:
+    """A DeploymentGate whose deployments are full or not as the test says."""
+
+    def __init__(self, full: dict[str, float]) -> None:
+        self.full = full
+        self.entered: list[str] = []
+
+    async def enter(self, dep, req, route):
+        if dep.name in self.full:
+            return self.full[dep.name]
+        self.entered.append(dep.name)
+        route.tickets = [*(route.tickets or ()), dep.name]
+        return None
+
+
+def _limited_router(gate: _Gate) -> Router:
+    spec = ProviderSpec("p", "openai", "http://127.0.0.1:9/v1", "k", None, {}, {}, Timeouts())
+    router = Router(HttpPool(), {"p": spec})
+    router.add_alias("pair", [DeploymentSpec("p", "m", name="a", rpm=1, priority=0),
+                              DeploymentSpec("p", "m", name="b", rpm=1, priority=1)],
+                     policy=Policy(strategy="priority", fallbacks=("other",)))
+    router.add_alias("other", [DeploymentSpec("p", "m", name="c")])  # declares no limit: never gated
+    router.gate = gate
+    return router
+
+
+async def _answer(dep, req):
+    return dep.name
+
+
+async def test_a_deployment_at_its_own_limit_is_skipped_for_the_next():
+    gate = _Gate({"a": 12.0})
+    route = Route()
+    assert await _limited_router(gate)._attempts(_req(model="pair"), route, _answer) == "b"
+    assert gate.entered == ["b"] and route.tickets == ["b"] and route.attempts == 1
+
+
+async def test_every_deployment_full_is_a_retryable_429_with_the_soonest_room():
+    gate = _Gate({"a": 12.0, "b": 3.5})
+    router = _limited_router(gate)
+    router.groups["pair"].policy.fallbacks = ()
+    with pytest.raises(GatewayError) as exc:
+        await router._attempts(_req(model="pair"), Route(), _answer)
+    err = exc.value
+    assert err.status == 429 and err.code == "deployment_rate_limit" and err.retry_after == 3.5 and err.retryable
+
+
+async def test_full_deployments_fall_back_to_another_alias():
+    route = Route()
+    assert await _limited_router(_Gate({"a": 1.0, "b": 1.0}))._attempts(_req(model="pair"), route, _answer) == "c"
+    assert route.fallback == "other"
