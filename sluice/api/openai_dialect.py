@@ -87,15 +87,15 @@ def parse_chat_request(body: Any) -> ChatRequest:
     if not isinstance(raw_messages, list) or not raw_messages:
         raise _bad("'messages' must be a non-empty array.", "messages")
     messages = [_message(m, i) for i, m in enumerate(raw_messages)]
+    keys = body.keys()
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
     elif stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise _bad("Invalid 'stop': expected a string or an array of strings.", "stop")
-    max_tokens = _int(body, "max_completion_tokens", 1)
-    if max_tokens is None:
-        max_tokens = _int(body, "max_tokens", 1)
-    tools, tool_choice = _tools(body)
+    # Most requests set few of the optional fields: those absent are not checked one by one.
+    sampling = _sampling(body) if keys & _SAMPLING else _NO_SAMPLING
+    tools, tool_choice = _tools(body) if keys & _TOOL_FIELDS else (None, None)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad(f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__}.", "stream",
@@ -110,20 +110,13 @@ def parse_chat_request(body: Any) -> ChatRequest:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise _bad("Invalid type for 'user': expected a string.", "user")
-    extra = {k: v for k, v in body.items() if k not in _HANDLED}
+    extra = {k: v for k, v in body.items() if k not in _HANDLED} if keys - _HANDLED else None
     parallel = body.get("parallel_tool_calls")
     return ChatRequest(
         model=model,
         messages=messages,
-        temperature=_number(body, "temperature", 0, 2),
-        top_p=_number(body, "top_p", 0, 1),
-        top_k=_int(body, "top_k", 0),
-        max_tokens=max_tokens,
+        **sampling,
         stop=stop or None,
-        n=_n(body),
-        seed=_int(body, "seed", -(2**63)),
-        presence_penalty=_number(body, "presence_penalty", -2, 2),
-        frequency_penalty=_number(body, "frequency_penalty", -2, 2),
         tools=tools,
         tool_choice=tool_choice,
         parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
@@ -135,6 +128,29 @@ def parse_chat_request(body: Any) -> ChatRequest:
         extra=extra or None,
         extra_dialect="openai" if extra else None,
     )
+
+
+_SAMPLING = frozenset({"temperature", "top_p", "top_k", "max_completion_tokens", "max_tokens", "n", "seed",
+                       "presence_penalty", "frequency_penalty"})
+_NO_SAMPLING: dict[str, Any] = dict.fromkeys(("temperature", "top_p", "top_k", "max_tokens", "n", "seed",
+                                              "presence_penalty", "frequency_penalty"))
+_TOOL_FIELDS = frozenset({"tools", "functions", "tool_choice", "function_call"})
+
+
+def _sampling(body: dict) -> dict[str, Any]:
+    max_tokens = _int(body, "max_completion_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _int(body, "max_tokens", 1)
+    return {
+        "temperature": _number(body, "temperature", 0, 2),
+        "top_p": _number(body, "top_p", 0, 1),
+        "top_k": _int(body, "top_k", 0),
+        "max_tokens": max_tokens,
+        "n": _n(body),
+        "seed": _int(body, "seed", -(2**63)),
+        "presence_penalty": _number(body, "presence_penalty", -2, 2),
+        "frequency_penalty": _number(body, "frequency_penalty", -2, 2),
+    }
 
 
 def _message(m: Any, i: int) -> Message:

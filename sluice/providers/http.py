@@ -15,7 +15,7 @@ from sluice.schema import GatewayError
 class Timeouts:
     """Per-deployment limits, in seconds. ``idle`` is the longest gap between stream chunks."""
 
-    __slots__ = ("connect", "total", "first_token", "idle")
+    __slots__ = ("connect", "total", "first_token", "idle", "_whole", "_streamed")
 
     def __init__(
         self,
@@ -28,6 +28,20 @@ class Timeouts:
         self.total = total
         self.first_token = first_token
         self.idle = idle
+        self._whole: aiohttp.ClientTimeout | None = None
+        self._streamed: aiohttp.ClientTimeout | None = None
+
+    # aiohttp's timeout objects, built once per deployment rather than per call.
+
+    def whole(self) -> aiohttp.ClientTimeout:
+        if self._whole is None:
+            self._whole = aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect)
+        return self._whole
+
+    def streamed(self) -> aiohttp.ClientTimeout:
+        if self._streamed is None:
+            self._streamed = aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect, sock_read=self.idle)
+        return self._streamed
 
 
 class UpstreamResponse:
@@ -76,7 +90,7 @@ class HttpPool:
                 wire.url,
                 data=_body(wire),
                 headers=_headers(wire),
-                timeout=aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect),
+                timeout=timeouts.whole(),
             ) as resp:
                 body = await resp.read()
                 return UpstreamResponse(resp.status, resp.headers, body)
@@ -91,7 +105,7 @@ class HttpPool:
         """Start a streaming request. Returns the open response, or the full error response."""
         session = self.session(provider)
         # sock_read bounds every wait for the next bytes: the idle gap between chunks.
-        timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.idle)
+        timeout = timeouts.streamed()
         try:
             request = session.request(wire.method, wire.url, data=_body(wire), headers=_headers(wire), timeout=timeout)
             if timeouts.first_token:
