@@ -113,7 +113,8 @@ class OpenAIRelay:
                     at = block.find(b'"usage":{', start)
                 else:
                     at = block.find(b'"usage":{', end)
-        if block.find(b'"finish_reason":"', tail) >= 0:
+        if block.find(b'"finish_reason":"', tail) >= 0 and any(
+                m.group(1) not in _OPENAI_FINISH for m in _FINISH_REASON.finditer(block, tail)):
             block = block[:tail] + _FINISH_REASON.sub(self._canonical_finish, block[tail:])
         events = 0
         if not self._keep_usage:
