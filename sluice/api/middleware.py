@@ -9,6 +9,7 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sluice.api.direct_write import cycle_of, write_head_and_body
 from sluice.api.http import REQUEST_ID_KEY, new_request_id
 
 access_log = logging.getLogger("sluice.access")
@@ -38,19 +39,31 @@ class RequestContext:
         started = time.perf_counter()
         status = 0
         headers_out: list = []
+        held: Message | None = None  # the start, until the first body part: one write for both
+        cycle = cycle_of(receive)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, headers_out
+            nonlocal status, headers_out, held
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers_out = list(message.get("headers", ()))
                 headers_out.append(rid_header)
                 message["headers"] = headers_out
+                if cycle is not None:
+                    held = message
+                    return
+            elif held is not None:
+                start, held = held, None
+                if message["type"] == "http.response.body" and write_head_and_body(cycle, start, message):
+                    return
+                await send(start)
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            if held is not None:  # a start with no body after it: uvicorn ends the response
+                await send(held)
             if self.log:
                 self._log(scope, rid, status, started, headers_out)
 

@@ -1,0 +1,84 @@
+"""A response's head and its first body part in one socket write, under uvicorn (httptools).
+
+uvicorn writes the status line and headers when it gets ``http.response.start`` and the body
+when it gets ``http.response.body``: two ``write`` system calls per response, each several
+microseconds on a virtual machine — for a model call through Sluice, as much as a ledger row.
+``RequestContext`` holds the start message until the first body part arrives; this module then
+writes both at once on uvicorn's transport and leaves uvicorn's request cycle in the state its
+own ``send`` would have (started; chunked or with a length left; complete when it was the last
+part), so any later parts and the connection's keep-alive go through uvicorn as usual.
+
+Only the plain case is taken: uvicorn's httptools protocol, no access log or default headers of
+its own, not a HEAD request, not paused for flow control, no ``connection`` header from the app,
+headers that pass uvicorn's own validity checks. Anything else — another server, another uvicorn
+— returns False and the caller sends both messages the ASGI way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:  # the same tables uvicorn's httptools protocol uses
+    from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
+except ImportError:  # pragma: no cover - uvicorn without httptools: always the ASGI way
+    RequestResponseCycle = None  # type: ignore[assignment,misc]
+
+
+def cycle_of(receive: Any) -> Any:
+    """uvicorn's request cycle behind an ASGI ``receive``, when it is one this module can drive."""
+    cycle = getattr(receive, "__self__", None)
+    if RequestResponseCycle is None or type(cycle) is not RequestResponseCycle:
+        return None
+    if cycle.access_log or cycle.default_headers or cycle.scope["method"] == "HEAD":
+        return None
+    return cycle
+
+
+def write_head_and_body(cycle: Any, start: dict, body: dict) -> bool:
+    """Write ``start`` and the first ``body`` message in one transport write; False (nothing
+    written) when this response is not the plain case."""
+    if cycle.response_started or cycle.disconnected or cycle.flow.write_paused:
+        return False
+    status = start["status"]
+    headers = start.get("headers", ())
+    data = body.get("body", b"")
+    more = body.get("more_body", False)
+    content = [STATUS_LINE[status]]
+    length = None
+    for name, value in headers:
+        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+            return False
+        lower = name.lower()
+        if lower == b"content-length":
+            length = int(value)
+        elif lower in (b"transfer-encoding", b"connection"):
+            return False
+        content += (lower, b": ", value, b"\r\n")
+    if length is not None and (more or length != len(data)):
+        return False  # a body in several parts under a length: uvicorn's own bookkeeping
+    if not cycle.keep_alive:
+        content.append(b"connection: close\r\n")
+    chunked = length is None and status not in (204, 304)
+    if chunked:
+        content.append(b"transfer-encoding: chunked\r\n\r\n")
+        if data:
+            content += (b"%x\r\n" % len(data), data, b"\r\n")
+        if not more:
+            content.append(b"0\r\n\r\n")
+    else:
+        content += (b"\r\n", data)
+    cycle.transport.write(b"".join(content))
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.chunked_encoding = chunked
+    cycle.expected_content_length = 0
+    if not more:
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            cycle.transport.close()
+        cycle.on_response()
+    return True
+
+
+__all__ = ["cycle_of", "write_head_and_body"]
