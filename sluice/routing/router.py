@@ -90,6 +90,11 @@ class ModelGroup:
     owned_by: str = "sluice"
     policy: Policy = field(default_factory=Policy)
     order: Callable[..., list] = field(default=weighted)
+    needs_tokens: bool = True  # the prompt's size matters: a known context window, or lowest_cost
+
+    def __post_init__(self) -> None:
+        self.needs_tokens = (self.policy.strategy == "lowest_cost"
+                             or any(d.context_window is not None for d in self.deployments))
 
 
 @dataclass(slots=True)
@@ -255,10 +260,12 @@ class Router:
 
     async def _run_group(self, group: ModelGroup, req, route: Route, call, depth: int) -> T:
         deps = group.deployments
-        if len(deps) > 1 or deps[0].context_window is not None:
+        if group.needs_tokens:  # a context window to check, or a strategy that weighs the prompt
             tokens = estimate_prompt_tokens(req) if isinstance(req, ChatRequest) else 0
             candidates = self.order(group, tokens, getattr(req, "stream", False))
             fitting = [d for d in candidates if d.context_window is None or tokens <= d.context_window]
+        elif len(deps) > 1:
+            tokens, fitting = 0, self.order(group, 0, getattr(req, "stream", False))
         else:  # one deployment of unknown window: nothing to order or to filter
             tokens, fitting = 0, deps
         if not fitting:

@@ -7,6 +7,7 @@ deployments get traffic and are measured.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import random
 from typing import Callable, Literal, Protocol, Sequence
@@ -45,11 +46,32 @@ def _standby_last(ordered: list, deps: Sequence) -> list:
 
 
 def weighted(deps: Sequence, **_) -> list:
-    weighted_ = [d for d in deps if d.weight > 0] or list(deps)
-    first = random.choices(weighted_, weights=[d.weight or 1 for d in weighted_])[0]
-    rest = [d for d in weighted_ if d is not first]
-    random.shuffle(rest)
-    return [first, *rest, *(d for d in deps if d not in weighted_)]
+    """One deployment picked at random in proportion to its weight, then the others in their
+    configured order after it (so failover from each pick goes on to a different one), then
+    the standby ones (weight 0). The picking table is worked out once per alias."""
+    plan = _weighted_plans.get(id(deps))
+    if plan is None or plan[0] is not deps:
+        plan = _weighted_plan(deps)
+    _, active, cumulative, standby = plan
+    if cumulative is None:  # equal weights
+        i = random.randrange(len(active))
+    else:
+        i = bisect.bisect(cumulative, random.random() * cumulative[-1])
+    return [*active[i:], *active[:i], *standby]
+
+
+_weighted_plans: dict[int, tuple] = {}
+
+
+def _weighted_plan(deps: Sequence) -> tuple:
+    active = [d for d in deps if d.weight > 0] or list(deps)
+    weights = [d.weight or 1 for d in active]
+    cumulative = None if len(set(weights)) == 1 else list(itertools.accumulate(weights))
+    plan = (deps, active, cumulative, [d for d in deps if d not in active])
+    if len(_weighted_plans) > 20_000:  # aliases made on the fly (wildcards, passthrough) come and go
+        _weighted_plans.clear()
+    _weighted_plans[id(deps)] = plan
+    return plan
 
 
 class RoundRobin:

@@ -165,3 +165,21 @@ async def test_full_deployments_fall_back_to_another_alias():
     route = Route()
     assert await _limited_router(_Gate({"a": 1.0, "b": 1.0}))._attempts(_req(model="pair"), route, _answer) == "c"
     assert route.fallback == "other"
+
+
+def test_weighted_picks_in_proportion_and_fails_over_to_every_other():
+    from collections import Counter
+
+    from sluice.routing.strategies import weighted
+
+    a, b, c, spare = _Dep("a", weight=3), _Dep("b"), _Dep("c"), _Dep("spare", weight=0)
+    deps = [a, b, c, spare]
+    orders = [weighted(deps) for _ in range(5000)]
+    firsts = Counter(o[0].name for o in orders)
+    assert 0.55 < firsts["a"] / 5000 < 0.65 and 0.15 < firsts["b"] / 5000 < 0.25  # 3:1:1
+    for order in orders:
+        assert {d.name for d in order} == {"a", "b", "c", "spare"} and order[-1] is spare
+    assert {tuple(d.name for d in o) for o in orders} == {("a", "b", "c", "spare"), ("b", "c", "a", "spare"),
+                                                          ("c", "a", "b", "spare")}
+    equal = [_Dep("x"), _Dep("y")]
+    assert 0.4 < sum(weighted(equal)[0].name == "x" for _ in range(4000)) / 4000 < 0.6
