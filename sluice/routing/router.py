@@ -390,10 +390,10 @@ class Router:
             winner, error = await _first_success(tasks)
         finally:
             losers = await _close_losers(tasks, winner)
+            for r in routes:  # what both attempts reserved is settled with the call, won or lost
+                if r.tickets:
+                    route.tickets = [*(route.tickets or ()), *r.tickets]
         route.attempts += sum(r.attempts for r in routes)
-        for r in routes:
-            if r.tickets:
-                route.tickets = [*(route.tickets or ()), *r.tickets]
         if winner is not None and len(tasks) > 1:
             loser = 1 - tasks.index(winner)
             usage = getattr(losers.get(loser), "usage", None)  # a loser that finished anyway
