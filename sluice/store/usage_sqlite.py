@@ -73,9 +73,14 @@ class SqliteUsageWriter:
             return 0
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._write, rows)
 
-    async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
-        self._thread.shutdown(wait=True)
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the connection after the write in progress, if any; a write stuck on the
+        database's lock does not hold up the shutdown past ``timeout``."""
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._thread, self._close), timeout)
+        except TimeoutError:
+            pass
+        self._thread.shutdown(wait=False)
 
     # ---- the writer thread ---------------------------------------------------------------------
 
