@@ -154,14 +154,31 @@ def _pieces(text: str) -> Iterator[str]:
     yield text[start:]
 
 
+# Counts of texts seen lately: a chat client resends the conversation so far and its system
+# prompt with every turn, so most of a prompt was counted before. Keyed by the text's hash and
+# length (Python's string hash is seeded per process), so no text is kept alive; a collision
+# could only misjudge a reservation, which settling corrects.
+_recent_counts: dict[tuple[str, int, int], int] = {}
+_RECENT_COUNTS = 4096
+
+
 def _count(encoding_name: str, text: str) -> int:
     """Exact token count of ``text`` in the encoding (no special tokens: user text is text)."""
     if not text:
         return 0
+    key = (encoding_name, hash(text), len(text))
+    tokens = _recent_counts.get(key)
+    if tokens is not None:
+        return tokens
     encoding = _encoding(encoding_name)
     if len(text) <= _PIECE_CHARS:
-        return len(encoding.encode_ordinary(text))
-    return sum(len(encoding.encode_ordinary(piece)) for piece in _pieces(text))
+        tokens = len(encoding.encode_ordinary(text))
+    else:
+        tokens = sum(len(encoding.encode_ordinary(piece)) for piece in _pieces(text))
+    if len(_recent_counts) >= _RECENT_COUNTS:
+        _recent_counts.pop(next(iter(_recent_counts)))  # the oldest entry
+    _recent_counts[key] = tokens
+    return tokens
 
 
 # --- per-model counting rules --------------------------------------------------------------

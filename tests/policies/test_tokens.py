@@ -444,3 +444,18 @@ def test_warm_up_loads_both_encodings():
     warm_up()
     assert count_text_tokens("tiktoken is great!", "gpt-4") == 6
     assert count_text_tokens("tiktoken is great!", "gpt-4o") == 6
+
+
+def test_texts_counted_lately_are_remembered_within_a_bound():
+    from sluice.policies import tokens
+
+    text = "A conversation's history, resent with every turn. " * 40
+    first = count_text_tokens(text, "gpt-4o")
+    key = ("o200k_base", hash(text), len(text))
+    assert tokens._recent_counts[key] == first  # remembered, by hash and length (the text is not kept)
+    assert count_text_tokens(text, "gpt-4o") == first
+    count_text_tokens(text, "gpt-4")
+    assert ("cl100k_base", hash(text), len(text)) in tokens._recent_counts  # per encoding
+    for i in range(tokens._RECENT_COUNTS + 10):  # bounded: the oldest go first
+        count_text_tokens(f"text number {i}", "gpt-4o")
+    assert len(tokens._recent_counts) <= tokens._RECENT_COUNTS and key not in tokens._recent_counts
