@@ -112,6 +112,7 @@ class Gateway:
             # Deployments that declare rpm/tpm are held to them per attempt (exact across instances).
             router.gate = DeploymentLimits(limits, self._deployment_tokens)
         self._settling: set[asyncio.Task] = set()
+        self._counting_ready: set[str | None] = set()  # upstream models whose tokenizer is loaded
         self.rules = rules if rules and rules.rules else None
         self.semantic: dict[str, tuple[SemanticRouter, bool]] = {}  # alias → (router, include_system)
         self.prober: HealthProber | None = None
@@ -260,8 +261,11 @@ class Gateway:
         if self.limits is None or not self.limits.applies(p, call.end_user, alias):
             return
         hint = self._upstream_model(alias)
-        if not encoding_ready(hint):  # the first limited call loads the tokenizer off the event loop
-            await asyncio.to_thread(warm_up_for, hint)
+        if hint not in self._counting_ready:
+            if not encoding_ready(hint):  # the first limited call loads the tokenizer off the event loop
+                await asyncio.to_thread(warm_up_for, hint)
+            if len(self._counting_ready) < 10_000:
+                self._counting_ready.add(hint)
         input_tokens, output_tokens = tokens(hint)
         end_user = call.end_user
         demand = Demand(alias, input_tokens, output_tokens,
@@ -516,14 +520,15 @@ class Gateway:
         else:
             tokens_in, tokens_out = 0, 0  # refused, or failed upstream: nothing was produced
         cost = None
-        if tokens_in is not None and tokens_out is not None:
+        if tokens_in is not None and tokens_out is not None and admission.charges_cost:
             cost = self._cost(route.deployment, route.upstream_model, tokens_in, tokens_out, cached)
             loser = route.hedge_loser
             if loser is not None and loser.usage is not None:
                 lu = loser.usage
                 tokens_in, tokens_out = tokens_in + lu.input_tokens, tokens_out + lu.output_tokens
-                cost += self._cost(loser.deployment, loser.upstream_model, lu.input_tokens, lu.output_tokens,
-                                   lu.cached_tokens)
+                if cost is not None:
+                    cost += self._cost(loser.deployment, loser.upstream_model, lu.input_tokens,
+                                       lu.output_tokens, lu.cached_tokens)
         if admission.settle_nowait(tokens_in, tokens_out, cost):
             return
         task = asyncio.ensure_future(self._settle_quietly(admission, tokens_in, tokens_out, cost, call.request_id))

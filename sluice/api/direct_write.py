@@ -43,11 +43,13 @@ def write_head_and_body(cycle: Any, start: dict, body: dict) -> bool:
     headers = start.get("headers", ())
     data = body.get("body", b"")
     more = body.get("more_body", False)
+    # uvicorn's validity checks, over all names and all values at once (a tab may be in a value)
+    if HEADER_RE.search(b"".join([n for n, _ in headers])) or HEADER_VALUE_RE.search(
+            b"\t".join([v for _, v in headers])):
+        return False
     content = [STATUS_LINE[status]]
     length = None
     for name, value in headers:
-        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
-            return False
         lower = name.lower()
         if lower == b"content-length":
             length = int(value)

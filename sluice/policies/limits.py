@@ -138,6 +138,11 @@ class Admission:
     def holds_gauges(self) -> bool:
         return any(p.measure == "concurrency" for p in self.planned)
 
+    @property
+    def charges_cost(self) -> bool:
+        """A budget is among the checks: settling needs the call's cost (else it is not worked out)."""
+        return any(p.measure == "budget" for p in self.planned)
+
     def _amounts(self, input_tokens: int | None, output_tokens: int | None,
                  cost_usd: float | None) -> list[int | None]:
         amounts: list[int | None] = []
