@@ -301,7 +301,10 @@ class Router:
                 await self._backoff(policy, attempt // len(deps), last)
             if breaker is not None and not await breaker.allow(dep.name):
                 continue
-            if self.gate is not None and (dep.rpm or dep.tpm):
+            if self.gate is not None and (dep.rpm or dep.tpm) and (len(group.deployments) > 1
+                                                                  or group.alias != route.alias):
+                # A lone deployment of the alias asked for is held exactly by the alias's capacity
+                # (reserved with the caller's limits, one limiter round trip): no second one here.
                 wait = await self._enter(dep, req, route)
                 if wait is not None:
                     full = wait if full is None else min(full, wait)

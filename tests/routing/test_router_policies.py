@@ -183,3 +183,23 @@ def test_weighted_picks_in_proportion_and_fails_over_to_every_other():
                                                           ("c", "a", "b", "spare")}
     equal = [_Dep("x"), _Dep("y")]
     assert 0.4 < sum(weighted(equal)[0].name == "x" for _ in range(4000)) / 4000 < 0.6
+
+
+async def test_a_lone_deployment_is_gated_only_when_reached_as_a_fallback():
+    # Asked for directly, its alias's capacity (reserved before routing) already holds it exactly.
+    gate = _Gate({})
+    spec = ProviderSpec("p", "openai", "http://127.0.0.1:9/v1", "k", None, {}, {}, Timeouts())
+    router = Router(HttpPool(), {"p": spec})
+    router.add_alias("solo", [DeploymentSpec("p", "m", name="s", rpm=5)])
+    router.add_alias("front", [DeploymentSpec("p", "m", name="f")], policy=Policy(fallbacks=("solo",)))
+    router.gate = gate
+    assert await router._attempts(_req(model="solo"), Route(), _answer) == "s"
+    assert gate.entered == []
+
+    async def front_fails(dep, req):
+        if dep.name == "f":
+            raise GatewayError("server_error", "down", status=500)
+        return dep.name
+
+    assert await router._attempts(_req(model="front"), Route(), front_fails) == "s"
+    assert gate.entered == ["s"]
