@@ -24,12 +24,18 @@ except ImportError:  # pragma: no cover - uvicorn without httptools: always the 
     RequestResponseCycle = None  # type: ignore[assignment,misc]
 
 
-def cycle_of(receive: Any) -> Any:
-    """uvicorn's request cycle behind an ASGI ``receive``, when it is one this module can drive."""
+def uvicorn_cycle(receive: Any) -> Any:
+    """uvicorn's (httptools) request cycle behind an ASGI ``receive``, else None."""
     cycle = getattr(receive, "__self__", None)
     if RequestResponseCycle is None or type(cycle) is not RequestResponseCycle:
         return None
-    if cycle.access_log or cycle.default_headers or cycle.scope["method"] == "HEAD":
+    return cycle
+
+
+def cycle_of(receive: Any) -> Any:
+    """uvicorn's request cycle behind an ASGI ``receive``, when it is one this module can drive."""
+    cycle = uvicorn_cycle(receive)
+    if cycle is None or cycle.access_log or cycle.default_headers or cycle.scope["method"] == "HEAD":
         return None
     return cycle
 
@@ -83,4 +89,4 @@ def write_head_and_body(cycle: Any, start: dict, body: dict) -> bool:
     return True
 
 
-__all__ = ["cycle_of", "write_head_and_body"]
+__all__ = ["cycle_of", "uvicorn_cycle", "write_head_and_body"]

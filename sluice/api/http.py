@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from random import getrandbits
 import time
@@ -14,6 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from sluice.api.direct_write import uvicorn_cycle
 from sluice.schema import ChatChunk, GatewayError
 
 log = logging.getLogger("sluice.api")
@@ -229,19 +231,15 @@ class _ConnectionWatch:
     ``message_event`` when the connection is lost (and when the response completes), with its
     ``disconnected`` flag telling which; a future waiting on that event is all a watch needs.
     A task and the extra loop turns it takes to start and to cancel cost ~10 µs per call.
-    Any other server, or a uvicorn whose cycle looks different, gets ``_ReceiveWatch``."""
+    Any other server, or an asyncio whose Event keeps its waiters otherwise, gets ``_ReceiveWatch``."""
 
     __slots__ = ("disconnected", "_task", "_cycle", "_event", "_waiter")
 
     @classmethod
     def start(cls, receive: Receive, task: asyncio.Task) -> "_ConnectionWatch | None":
-        cycle = getattr(receive, "__self__", None)
+        cycle = uvicorn_cycle(receive)
         event = getattr(cycle, "message_event", None)
-        if (type(event) is not asyncio.Event or type(getattr(cycle, "disconnected", None)) is not bool
-                or type(getattr(cycle, "response_complete", None)) is not bool):
-            return None
-        waiters = getattr(event, "_waiters", None)
-        if type(waiters) is not collections.deque:
+        if type(event) is not asyncio.Event or type(getattr(event, "_waiters", None)) is not collections.deque:
             return None
         return cls(cycle, event, task)
 
@@ -280,10 +278,8 @@ class _ConnectionWatch:
 
     def _remove(self, waiter: asyncio.Future) -> None:
         self._waiter = None
-        try:
+        with contextlib.suppress(ValueError):  # already gone from the event's list
             self._event._waiters.remove(waiter)
-        except ValueError:
-            pass
 
     def stop(self) -> None:
         waiter = self._waiter

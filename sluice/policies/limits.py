@@ -125,11 +125,12 @@ class Admission:
     __slots__ = ("_done", "_on_release", "demand", "headers", "planned", "reservation", "warnings")
 
     def __init__(self, demand: Demand, planned: list[Planned], reservation: Reservation | None,
-                 on_release: Callable[[], None] | None = None) -> None:
+                 on_release: Callable[[], None] | None = None, *, report: bool = True) -> None:
         self.demand = demand
         self.planned = planned
         self.reservation = reservation
-        self.headers = rate_headers(planned, reservation) if reservation is not None else {}
+        # report=False: nobody reads the x-ratelimit-* headers (a deployment's own reservation)
+        self.headers = rate_headers(planned, reservation) if reservation is not None and report else {}
         self.warnings: list[str] = []
         self._on_release = on_release
         self._done = False
@@ -598,7 +599,7 @@ class DeploymentLimits:
         if not res.ok:
             self.limits.refusals["deployment_rate_limit"] += 1
             return res.retry_after
-        route.tickets = [*(route.tickets or ()), DeploymentTicket(dep.name, Admission(demand, planned, res))]
+        route.tickets = [*(route.tickets or ()), DeploymentTicket(dep.name, Admission(demand, planned, res, report=False))]
         return None
 
 

@@ -90,7 +90,7 @@ class ModelGroup:
     owned_by: str = "sluice"
     policy: Policy = field(default_factory=Policy)
     order: Callable[..., list] = field(default=weighted)
-    needs_tokens: bool = True  # the prompt's size matters: a known context window, or lowest_cost
+    needs_tokens: bool = field(init=False)  # the prompt's size matters: a known context window, or lowest_cost
 
     def __post_init__(self) -> None:
         self.needs_tokens = (self.policy.strategy == "lowest_cost"

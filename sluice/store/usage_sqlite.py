@@ -16,6 +16,7 @@ reads these rows like any other.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
@@ -32,6 +33,8 @@ from sluice.store.usage import (
     guardrail_audits,
     unique_rows,
 )
+
+log = logging.getLogger("sluice.ledger")
 
 _SUMS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "cost_usd")
 _KEY = ("day", "key_id", "team_id", "user_id", "model")
@@ -79,7 +82,8 @@ class SqliteUsageWriter:
         try:
             await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._thread, self._close), timeout)
         except TimeoutError:
-            pass
+            log.warning("ledger writer for %s still busy after %.0f s at shutdown; leaving it to finish", self.path,
+                        timeout)
         self._thread.shutdown(wait=False)
 
     # ---- the writer thread ---------------------------------------------------------------------
