@@ -94,14 +94,19 @@ def measure(procs: dict, args: argparse.Namespace, modes: list[str], tmp: str) -
 
 
 def report(results: dict, names: list[str], modes: list[str]) -> str:
-    lines = ["| mode | server | req/s | vs bare | CPU µs/call | errors |", "|---|---|---:|---:|---:|---:|"]
+    """Medians; "vs bare" is the median of each round's ratio to that round's bare proxy, with
+    the lowest and highest round beside it (the spread says how far to trust a difference)."""
+    lines = ["| mode | server | req/s | vs bare | rounds' range | CPU µs/call | errors |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for mode in modes:
-        bare = statistics.median(r[0] for r in results[("bare", mode)])
+        bare = results[("bare", mode)]
         for name in names:
             runs = results[(name, mode)]
             rps = statistics.median(r[0] for r in runs)
+            ratios = [r[0] / b[0] for r, b in zip(runs, bare, strict=True)]
             cpu = statistics.median(r[1] for r in runs)
-            lines.append(f"| {mode} | {name} | {rps:,.0f} | {rps / bare:.1%} | {cpu:.0f} | {sum(r[2] for r in runs)} |")
+            lines.append(f"| {mode} | {name} | {rps:,.0f} | {statistics.median(ratios):.1%} | "
+                         f"{min(ratios):.0%}–{max(ratios):.0%} | {cpu:.0f} | {sum(r[2] for r in runs)} |")
     return "\n".join(lines)
 
 

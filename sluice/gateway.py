@@ -17,7 +17,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import AsyncIterator, Callable, Mapping
+from functools import partial
+from typing import AsyncIterator, Callable, Mapping, NoReturn
 
 from msgspec import structs
 
@@ -29,7 +30,7 @@ from sluice.observability.metrics import GatewayMetrics
 from sluice.policies.auth import Authenticator, Principal
 from sluice.policies.cache import Entry, Plan, Probe, Replay, ResponseCache, SemanticCache, StreamAssembler
 from sluice.policies.guardrails.engine import GuardServices, Guardrails, Session
-from sluice.policies.limits import Admission, Demand, DeploymentLimits, Limits
+from sluice.policies.limits import LATER, Admission, Demand, DeploymentLimits, Limits
 from sluice.policies.tokens import count_embedding_tokens, encoding_ready, reserve_tokens, warm_up_for
 from sluice.routing.conditional import ConditionalRouter, Facts
 from sluice.routing.probes import HealthProber
@@ -80,7 +81,8 @@ class Call:
     status: int = 200
     error_kind: str | None = None
     admission: Admission | None = None  # what the limits stage reserved; settled when the call ends
-    response_headers: dict[str, str] | None = None  # x-ratelimit-* and other stage reports
+    response_headers: dict[str, str] | None = None  # stage reports (guardrails, cache, a refusal's limits)
+    rate_headers: list[tuple[bytes, bytes]] | None = None  # x-ratelimit-* of the admission, encoded
     output_chars: int = 0  # streamed text so far: estimates output when a stream ends without usage
     cache_hit: bool = False
     cost_saved: float = 0.0  # a cache hit: what the answer cost when it was produced
@@ -112,7 +114,8 @@ class Gateway:
             # Deployments that declare rpm/tpm are held to them per attempt (exact across instances).
             router.gate = DeploymentLimits(limits, self._deployment_tokens)
         self._settling: set[asyncio.Task] = set()
-        self._counting_ready: set[str | None] = set()  # upstream models whose tokenizer is loaded
+        # alias → (its group, the upstream model whose tokenizer counts its prompts, loaded)
+        self._counting_hints: dict[str, tuple[ModelGroup | None, str | None]] = {}
         self.rules = rules if rules and rules.rules else None
         self.semantic: dict[str, tuple[SemanticRouter, bool]] = {}  # alias → (router, include_system)
         self.prober: HealthProber | None = None
@@ -255,31 +258,70 @@ class Gateway:
         call.route.rule = rule.name
         return structs.replace(req, model=rule.route_to)
 
+    def _reserve_now(self, call: Call, alias: str, tokens: Callable[[str | None], tuple[int, int]]) -> bool:
+        """The limits stage without awaiting, when it needs none (the in-process limiter, the
+        tokenizer loaded, no budget, no queue): True when done, False when ``_reserve`` must run.
+        The caller has checked that limits apply (``Limits.applies``)."""
+        assert self.limits is not None
+        if not self.limits.admits_now:
+            return False
+        known = self._counting_hints.get(alias)
+        if known is None or known[0] is not self.router.groups.get(alias):
+            return False
+        demand = self._demand(call, alias, tokens(known[1]))
+        try:
+            admission = self.limits.admit_now(call.principal, call.end_user, self._tags(call), demand)
+        except GatewayError as err:
+            self._refused(call, err)
+        if admission is LATER:
+            return False
+        self._admitted(call, admission)  # type: ignore[arg-type]
+        return True
+
     async def _reserve(self, call: Call, alias: str, tokens: Callable[[str | None], tuple[int, int]]) -> None:
-        """The limits stage: reserve this call's requests, tokens, concurrency and budget, or refuse."""
-        p = call.principal
-        if self.limits is None or not self.limits.applies(p, call.end_user, alias):
-            return
-        hint = self._upstream_model(alias)
-        if hint not in self._counting_ready:
+        """The limits stage: reserve this call's requests, tokens, concurrency and budget, or refuse.
+        The caller has checked that limits apply (``Limits.applies``)."""
+        assert self.limits is not None
+        group = self.router.groups.get(alias)
+        known = self._counting_hints.get(alias)
+        if known is not None and known[0] is group:
+            hint = known[1]
+        else:
+            hint = self._upstream_model(alias)
             if not encoding_ready(hint):  # the first limited call loads the tokenizer off the event loop
                 await asyncio.to_thread(warm_up_for, hint)
-            if len(self._counting_ready) < 10_000:
-                self._counting_ready.add(hint)
-        input_tokens, output_tokens = tokens(hint)
-        end_user = call.end_user
-        demand = Demand(alias, input_tokens, output_tokens,
-                        lambda: self._max_cost(alias, input_tokens, output_tokens))
-        tags = (*(p.tags if p else ()), *call.tags)
+            if len(self._counting_hints) < 10_000:
+                self._counting_hints[alias] = (group, hint)
+        demand = self._demand(call, alias, tokens(hint))
         try:
-            call.admission = await self.limits.admit(p, end_user, tags, demand)
+            admission = await self.limits.admit(call.principal, call.end_user, self._tags(call), demand)
         except GatewayError as err:
-            headers = getattr(err, "headers", None)
-            if headers:
-                call.response_headers = dict(headers)
-            raise
-        if call.admission is not None and call.admission.headers:
-            call.response_headers = call.admission.headers
+            self._refused(call, err)
+        self._admitted(call, admission)
+
+    def _demand(self, call: Call, alias: str, tokens: tuple[int, int]) -> Demand:
+        input_tokens, output_tokens = tokens
+        return Demand(alias, input_tokens, output_tokens, lambda: self._max_cost(alias, input_tokens, output_tokens))
+
+    @staticmethod
+    def _tags(call: Call) -> tuple[str, ...]:
+        p = call.principal
+        return (*p.tags, *call.tags) if p is not None and p.tags else call.tags
+
+    @staticmethod
+    def _admitted(call: Call, admission: Admission | None) -> None:
+        call.admission = admission
+        if admission is not None:
+            call.rate_headers = admission.rate_headers
+            if admission.headers:
+                call.response_headers = admission.headers
+
+    @staticmethod
+    def _refused(call: Call, err: GatewayError) -> NoReturn:
+        headers = getattr(err, "headers", None)
+        if headers:
+            call.response_headers = dict(headers)
+        raise err
 
     def _upstream_model(self, alias: str) -> str | None:
         group = self.router.groups.get(alias)
@@ -312,7 +354,9 @@ class Gateway:
         routed = await self._route(call, req) if self.rules is not None or self.semantic else req
         call.end_user = req.user or call.end_user
         if self.limits is not None and self.limits.applies(call.principal, call.end_user, routed.model):
-            await self._reserve(call, routed.model, lambda hint: reserve_tokens(routed, hint, self.default_max_tokens))
+            tokens = partial(reserve_tokens, routed, default_max_tokens=self.default_max_tokens)
+            if not self._reserve_now(call, routed.model, tokens):
+                await self._reserve(call, routed.model, tokens)
         guard = None
         if self.guardrails is not None:
             routed, guard = await self._guard_input(call, routed)
@@ -473,9 +517,10 @@ class Gateway:
         try:
             await self._admit(call, req.model)
             call.end_user = req.user or call.end_user
-            inputs = [req.input] if isinstance(req.input, str) else list(req.input)
-            await self._reserve(call, req.model, lambda hint: (
-                count_embedding_tokens([i for i in inputs if isinstance(i, str)], hint), 0))
+            if self.limits is not None and self.limits.applies(call.principal, call.end_user, req.model):
+                inputs = [req.input] if isinstance(req.input, str) else list(req.input)
+                await self._reserve(call, req.model, lambda hint: (
+                    count_embedding_tokens([i for i in inputs if isinstance(i, str)], hint), 0))
             resp = await self.router.embed(req, call.route)
             call.usage = Usage(input_tokens=resp.usage.input_tokens)
             return resp

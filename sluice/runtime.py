@@ -109,7 +109,7 @@ async def build_limits(config: Config, db: Database, events: Events, redis_url: 
         raise ValueError("limits.backend is 'redis' but no redis.url (or SLUICE_REDIS_URL) is set")
     if shared:
         # One pipelined connection: a limiter round trip costs microseconds of CPU, not a pool checkout.
-        limiter = RedisLimiter(PipelinedRedis(redis_url), config.redis.prefix)
+        limiter = RedisLimiter(PipelinedRedis(redis_url), config.redis.prefix, timeout=settings.redis_timeout)
     else:
         limiter = LocalLimiter()
     budgets = BudgetBook(db, refresh=settings.budget_refresh)

@@ -99,9 +99,14 @@ class ModelRequest:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _raw_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+Headers = dict[str, str] | list[tuple[bytes, bytes]]  # names and values, or raw pairs already encoded
+
+
+def _raw_headers(headers: Headers | None) -> list[tuple[bytes, bytes]]:
     if not headers:
         return []
+    if isinstance(headers, list):
+        return headers
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
@@ -111,7 +116,7 @@ class JSONResponse(Response):
 
     media_type = "application/json"
 
-    def __init__(self, content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, content: Any, status_code: int = 200, headers: Headers | None = None) -> None:
         self.status_code = status_code
         self.background = None
         self.body = body = orjson.dumps(content)
@@ -131,7 +136,7 @@ class SSEResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, content: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
+    def __init__(self, content: AsyncIterator[bytes], headers: Headers | None = None) -> None:
         self.body_iterator = content
         self.status_code = 200
         self.background = None
@@ -288,40 +293,43 @@ class _ConnectionWatch:
             waiter.cancel()
 
 
-def call_headers(call) -> dict[str, str]:
-    """Everything the gateway reports about a call: its route, then its limits (x-ratelimit-*)."""
+def call_headers(call) -> list[tuple[bytes, bytes]]:
+    """Everything the gateway reports about a call, encoded: its route, the stages' reports, and
+    its limits (x-ratelimit-*)."""
     headers = route_headers(call.route)
     if call.response_headers:
-        headers.update(call.response_headers)
+        headers += _raw_headers(call.response_headers)
+    if call.rate_headers:
+        headers += call.rate_headers
     return headers
 
 
-def route_headers(route) -> dict[str, str]:
+def route_headers(route) -> list[tuple[bytes, bytes]]:
     """Transparency headers: which deployment answered and after how many attempts."""
-    headers: dict[str, str] = {}
+    headers: list[tuple[bytes, bytes]] = []
     if route.deployment:
-        headers["x-sluice-deployment"] = route.deployment
+        headers.append((b"x-sluice-deployment", route.deployment.encode("latin-1")))
     if route.attempts:
-        headers["x-sluice-attempts"] = str(route.attempts)
+        headers.append((b"x-sluice-attempts", b"%d" % route.attempts))
     if route.rule:
-        headers["x-sluice-rule"] = route.rule
+        headers.append((b"x-sluice-rule", route.rule.encode("latin-1")))
     if route.hedged:
-        headers["x-sluice-hedged"] = "true"
+        headers.append((b"x-sluice-hedged", b"true"))
     if route.semantic:
-        headers["x-sluice-semantic-route"] = route.semantic
+        headers.append((b"x-sluice-semantic-route", route.semantic.encode("latin-1")))
     if route.fallback:
-        headers["x-sluice-fallback"] = route.fallback  # another alias answered
+        headers.append((b"x-sluice-fallback", route.fallback.encode("latin-1")))  # another alias answered
     elif route.attempts > 1:
-        headers["x-sluice-fallback"] = route.deployment or ""  # another deployment answered
+        headers.append((b"x-sluice-fallback", (route.deployment or "").encode("latin-1")))  # another deployment
     return headers
 
 
 def error_response(err: GatewayError, render: Callable[[GatewayError], tuple[int, Any]],
-                   extra_headers: dict[str, str] | None = None) -> JSONResponse:
+                   extra_headers: Headers | None = None) -> JSONResponse:
     status, body = render(err)
-    headers = dict(extra_headers or {})
+    headers = [pair for pair in _raw_headers(extra_headers) if pair[0] != b"retry-after"]
     if err.retry_after is not None:
-        headers["retry-after"] = str(max(0, int(err.retry_after + 0.999)))
+        headers.append((b"retry-after", b"%d" % max(0, int(err.retry_after + 0.999))))
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from sluice.policies.budgets import BudgetBook, BudgetRule, Subject, to_nano
-from sluice.policies.ratelimit import Check, Limiter, Reservation
+from sluice.policies.ratelimit import Check, Limiter, LocalLimiter, Reservation
 from sluice.policies.tokens import encoding_ready, warm_up_for
 from sluice.schema import GatewayError
 
@@ -57,7 +57,6 @@ class LimitSettings(Protocol):
     """The shape of ``sluice.config.LimitsConfig`` (policies may not import config)."""
 
     redis_failure: str
-    redis_timeout: float
     default_max_tokens: int
     end_user: Any
     models: dict[str, Any]
@@ -65,7 +64,7 @@ class LimitSettings(Protocol):
     default_priority: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Demand:
     """What a call asks for: its alias, tokens, and (lazily) the most it can cost in USD."""
 
@@ -75,8 +74,11 @@ class Demand:
     max_cost: Callable[[], float] | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Planned:
+    """One check of a call's reservation and what it stands for (shared between calls when its
+    amount is always one, hence frozen)."""
+
     check: Check
     measure: str  # requests | tokens | input | output | concurrency | budget
     owner: str  # for messages: "key key_…", "model gpt-4o", "end user alice"
@@ -122,60 +124,65 @@ def _safe(value: str) -> str:
 class Admission:
     """A call's reservation; ``settle`` once when the call ends (idempotent)."""
 
-    __slots__ = ("_done", "_on_release", "demand", "headers", "planned", "reservation", "warnings")
+    __slots__ = ("_done", "_on_release", "_settles_now", "charges_cost", "demand", "headers", "holds_gauges",
+                 "planned", "rate_headers", "reservation", "warnings")
 
     def __init__(self, demand: Demand, planned: list[Planned], reservation: Reservation | None,
                  on_release: Callable[[], None] | None = None, *, report: bool = True) -> None:
         self.demand = demand
         self.planned = planned
         self.reservation = reservation
-        # report=False: nobody reads the x-ratelimit-* headers (a deployment's own reservation)
-        self.headers = rate_headers(planned, reservation) if reservation is not None and report else {}
+        # x-ratelimit-*, encoded; report=False: nobody reads them (a deployment's own reservation)
+        self.rate_headers = rate_header_pairs(planned, reservation) if reservation is not None and report else []
+        self.headers: dict[str, str] = {}  # other reports (a budget's warning)
         self.warnings: list[str] = []
         self._on_release = on_release
         self._done = False
-
-    @property
-    def holds_gauges(self) -> bool:
-        return any(p.measure == "concurrency" for p in self.planned)
-
-    @property
-    def charges_cost(self) -> bool:
-        """A budget is among the checks: settling needs the call's cost (else it is not worked out)."""
-        return any(p.measure == "budget" for p in self.planned)
+        gauges = cost = False
+        for p in planned:
+            if p.measure == "concurrency":
+                gauges = True
+            elif p.measure == "budget":
+                cost = True  # settling needs the call's cost (else it is not worked out)
+        self.holds_gauges, self.charges_cost = gauges, cost
+        # Settled without awaiting: the in-process limiter, and Redis for window checks (its
+        # adjustments are queued); a gauge on Redis is released before the queue is told.
+        self._settles_now = hasattr(reservation, "settle_now") and (not gauges or hasattr(reservation, "release_now"))
 
     def _amounts(self, input_tokens: int | None, output_tokens: int | None,
                  cost_usd: float | None) -> list[int | None]:
+        total = None if input_tokens is None or output_tokens is None else input_tokens + output_tokens
         amounts: list[int | None] = []
         for p in self.planned:
-            if p.measure == "tokens":
-                amounts.append(None if input_tokens is None or output_tokens is None
-                               else input_tokens + output_tokens)
-            elif p.measure == "input":
+            measure = p.measure
+            if measure == "tokens":
+                amounts.append(total)
+            elif measure == "input":
                 amounts.append(input_tokens)
-            elif p.measure == "output":
+            elif measure == "output":
                 amounts.append(output_tokens)
-            elif p.measure == "budget":
+            elif measure == "budget":
                 amounts.append(None if cost_usd is None else to_nano(cost_usd))
             else:
                 amounts.append(None)
         return amounts
 
     def settle_nowait(self, input_tokens: int | None, output_tokens: int | None, cost_usd: float | None) -> bool:
-        """Settle at once when the limiter is in this process (no task, no await); False when
-        it must be awaited (``settle``)."""
-        settle_now = getattr(self.reservation, "settle_now", None)
-        if settle_now is None:
-            return self._done or self.reservation is None
-        if not self._done:
-            self._done = True
-            amounts = self._amounts(input_tokens, output_tokens, cost_usd)
-            if any(a is not None for a in amounts):
-                settle_now(amounts)
-            if self.holds_gauges:
-                self.reservation.release_now()  # type: ignore[union-attr]
-                if self._on_release is not None:
-                    self._on_release()
+        """Settle at once when that needs no await (no task); False when it must be awaited (``settle``)."""
+        if self._done or self.reservation is None:
+            return True
+        if not self._settles_now:
+            return False
+        self._done = True
+        amounts = self._amounts(input_tokens, output_tokens, cost_usd)
+        for amount in amounts:
+            if amount is not None:
+                self.reservation.settle_now(amounts)  # type: ignore[attr-defined]
+                break
+        if self.holds_gauges:
+            self.reservation.release_now()  # type: ignore[attr-defined]
+            if self._on_release is not None:
+                self._on_release()
         return True
 
     async def settle(self, input_tokens: int | None, output_tokens: int | None, cost_usd: float | None) -> None:
@@ -206,19 +213,50 @@ def format_reset(seconds: float) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
+def _reset_value(seconds: float) -> bytes:
+    """``format_reset`` as a header value; whole seconds are remembered (a window's reset is the
+    same on every call)."""
+    if seconds < 1:
+        return format_reset(seconds).encode()
+    whole = int(math.ceil(seconds))
+    value = _RESET_VALUES.get(whole)
+    if value is None:
+        value = format_reset(whole).encode()
+        if len(_RESET_VALUES) < 4096:
+            _RESET_VALUES[whole] = value
+    return value
+
+
+_RESET_VALUES: dict[int, bytes] = {}
+_TOKEN_MEASURES = frozenset(("tokens", "input", "output"))
+
+
+def rate_header_pairs(planned: Sequence[Planned], reservation: Reservation) -> list[tuple[bytes, bytes]]:
+    """``x-ratelimit-*`` for the tightest request limit and the tightest token limit, as raw
+    response header pairs: they go out with every limited call, so they are encoded once, here."""
+    remaining = reservation.remaining
+    requests = tokens = -1
+    for i, p in enumerate(planned):
+        if p.measure == "requests":
+            if requests < 0 or remaining[i] < remaining[requests]:
+                requests = i
+        elif p.measure in _TOKEN_MEASURES and (tokens < 0 or remaining[i] < remaining[tokens]):
+            tokens = i
+    pairs: list[tuple[bytes, bytes]] = []
+    if requests >= 0:
+        pairs += ((b"x-ratelimit-limit-requests", b"%d" % planned[requests].check.limit),
+                  (b"x-ratelimit-remaining-requests", b"%d" % remaining[requests]),
+                  (b"x-ratelimit-reset-requests", _reset_value(reservation.reset[requests])))
+    if tokens >= 0:
+        pairs += ((b"x-ratelimit-limit-tokens", b"%d" % planned[tokens].check.limit),
+                  (b"x-ratelimit-remaining-tokens", b"%d" % remaining[tokens]),
+                  (b"x-ratelimit-reset-tokens", _reset_value(reservation.reset[tokens])))
+    return pairs
+
+
 def rate_headers(planned: Sequence[Planned], reservation: Reservation) -> dict[str, str]:
-    """``x-ratelimit-*`` for the tightest request limit and the tightest token limit."""
-    headers: dict[str, str] = {}
-    for measures, suffix in ((("requests",), "requests"), (("tokens", "input", "output"), "tokens")):
-        best = None
-        for i, p in enumerate(planned):
-            if p.measure in measures and (best is None or reservation.remaining[i] < reservation.remaining[best]):
-                best = i
-        if best is not None:
-            headers[f"x-ratelimit-limit-{suffix}"] = str(planned[best].check.limit)
-            headers[f"x-ratelimit-remaining-{suffix}"] = str(reservation.remaining[best])
-            headers[f"x-ratelimit-reset-{suffix}"] = format_reset(reservation.reset[best])
-    return headers
+    """``rate_header_pairs`` as a dict (a refusal's headers)."""
+    return {name.decode(): value.decode() for name, value in rate_header_pairs(planned, reservation)}
 
 
 def refusal(planned: Sequence[Planned], reservation: Reservation, now: datetime) -> GatewayError:
@@ -309,6 +347,9 @@ class CapacityQueue:
                 self._heaps.pop(alias, None)
 
 
+LATER = object()  # Limits.admit_now: this call must be admitted with an await (Limits.admit)
+
+
 class LimiterUnavailable(Exception):
     """The shared limiter (Redis) did not answer in time."""
 
@@ -323,7 +364,8 @@ class Limits:
         self.settings = settings
         self.budgets = budgets
         self.capacity = capacity or {}
-        self.shared = shared  # a Redis limiter: apply the failure policy and its timeout
+        self.shared = shared  # a Redis limiter: apply the failure policy
+        self._local = limiter if isinstance(limiter, LocalLimiter) else None  # reserved without awaiting
         self.queue = CapacityQueue(settings.queue.max_size, settings.queue.max_wait)
         self._template_cache: dict[tuple[int, str], tuple[Any, list]] = {}
         # Plain counters, exported by sluice.observability.metrics when scraped.
@@ -339,38 +381,47 @@ class Limits:
                     or (self.budgets is not None and not self.budgets.empty))
 
     def plan(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand,
-             now: datetime) -> list[Planned]:
-        planned = [Planned(Check(key, limit, window, _amount(measure, demand)), measure, owner, queueable)
-                   for key, limit, window, measure, owner, queueable in self._templates(principal, demand.alias)]
+             now: datetime | None = None) -> list[Planned]:
+        """The checks this call meets; ``now`` (UTC) places budgets in their periods."""
+        planned = []
+        for key, limit, window, measure, owner, queueable, unit in self._templates(principal, demand.alias):
+            planned.append(unit if unit is not None else
+                           Planned(Check(key, limit, window, _amount(measure, demand)), measure, owner, queueable))
         if end_user and self.settings.end_user is not None:
             planned += rate_checks(f"e:{_safe(end_user)}", f"end user {end_user}", self.settings.end_user, demand)
-        planned += self._budget_checks(principal, end_user, tags, demand, now)
+        if self.budgets is not None and not self.budgets.empty:
+            planned += self._budget_checks(principal, end_user, tags, demand, now or datetime.now(timezone.utc))
         return planned
 
-    def _templates(self, principal: Any, alias: str) -> list[tuple[str, int, float, str, str, bool]]:
+    def _templates(self, principal: Any, alias: str) -> list[tuple[str, int, float, str, str, bool, Planned | None]]:
         """The caller's and the model's limits for ``alias``, worked out once per (limits, alias):
         a principal comes from the auth cache, so its ``limits`` tuple is the same object on every
-        call until the key, user or team changes."""
+        call until the key, user or team changes. Each comes with its check ready made when its
+        amount is always one (a request, a call in flight): nothing changes it afterwards."""
         scoped = getattr(principal, "limits", ()) or ()
         slot = (id(scoped), alias)
         cached = self._template_cache.get(slot)
         if cached is not None and cached[0] is scoped:
             return cached[1]
-        out: list[tuple[str, int, float, str, str, bool]] = []
+        rules: list[tuple[str, int, float, str, str, bool]] = []
         for scope, subject_id, limits in scoped:
             prefix, owner = f"{scope[0]}:{subject_id}", f"{scope} {subject_id}"
-            out += [(*t, owner, False) for t in rate_templates(prefix, limits)]
+            rules += [(*t, owner, False) for t in rate_templates(prefix, limits)]
             per_model = (limits.get("models") or {}).get(alias) if isinstance(limits, dict) else None
             if per_model:
-                out += [(*t, f"{owner} on model {alias}", False)
-                        for t in rate_templates(f"{prefix}:m:{_safe(alias)}", per_model)]
+                rules += [(*t, f"{owner} on model {alias}", False)
+                          for t in rate_templates(f"{prefix}:m:{_safe(alias)}", per_model)]
         model_limits = self.settings.models.get(alias)
         if model_limits is not None:
-            out += [(*t, f"model {alias}", True) for t in rate_templates(f"m:{_safe(alias)}", model_limits)]
+            rules += [(*t, f"model {alias}", True) for t in rate_templates(f"m:{_safe(alias)}", model_limits)]
         capacity = self.capacity.get(alias)
         if capacity:
-            out += [(*t, f"the capacity of model {alias}", True)
-                    for t in rate_templates(f"cap:{_safe(alias)}", capacity)]
+            rules += [(*t, f"the capacity of model {alias}", True)
+                      for t in rate_templates(f"cap:{_safe(alias)}", capacity)]
+        out = [(key, limit, window, measure, owner, queueable,
+                Planned(Check(key, limit, window, 1), measure, owner, queueable)
+                if measure in ("requests", "concurrency") else None)
+               for key, limit, window, measure, owner, queueable in rules]
         if len(self._template_cache) > 10_000:
             self._template_cache.clear()
         self._template_cache[slot] = (scoped, out)
@@ -378,8 +429,7 @@ class Limits:
 
     def _budget_checks(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand,
                        now: datetime) -> list[Planned]:
-        if self.budgets is None or self.budgets.empty:
-            return []
+        assert self.budgets is not None
         subject = Subject(getattr(principal, "key_id", None), getattr(principal, "team_id", None),
                           getattr(principal, "user_id", None), end_user, demand.alias, tuple(tags))
         rules = self.budgets.rules_for(subject)
@@ -388,43 +438,87 @@ class Limits:
         cost = to_nano(demand.max_cost()) if demand.max_cost is not None else 0
         return [Planned(rule.check(cost, now), "budget", rule.label, budget=rule) for rule in rules]
 
+    def admit_now(self, principal: Any, end_user: str | None, tags: Sequence[str],
+                  demand: Demand) -> Admission | None | object:
+        """``admit`` without awaiting, for the common case: the in-process limiter, no budget to
+        seed, no queue to join. Returns ``LATER`` when the call needs ``admit`` instead."""
+        local = self._local
+        if local is None or (self.budgets is not None and not self.budgets.empty):
+            return LATER
+        planned = self.plan(principal, end_user, tags, demand)
+        if not planned:
+            return None
+        queueable = False
+        if self.settings.queue.enabled:
+            for p in planned:
+                if p.queueable:
+                    queueable = True
+                    if self.queue.waiting(demand.alias):
+                        return LATER  # others are waiting for this model: join them
+                    break
+        res = local.reserve_now(tuple([p.check for p in planned]), local.clock())
+        if not res.ok:
+            if queueable and planned[res.failed or 0].queueable and not math.isinf(res.retry_after):
+                return LATER  # nothing was charged: admit queues the call
+            self._refuse(planned, res, None)
+        return Admission(demand, planned, res, self._notifier(demand.alias))
+
+    @property
+    def admits_now(self) -> bool:
+        """Whether ``admit_now`` can take calls at all (else every call needs ``admit``)."""
+        return self._local is not None and (self.budgets is None or self.budgets.empty)
+
+    def _refuse(self, planned: list[Planned], res: Reservation, now: datetime | None) -> None:
+        err = refusal(planned, res, now or datetime.now(timezone.utc))
+        self.refusals[err.code or "rate_limit"] += 1
+        raise err
+
     async def admit(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand) -> Admission | None:
         """Reserve, or raise the 429 (or 503 when the limiter is down and the policy is closed)."""
-        now = datetime.now(timezone.utc)
+        budgeted = self.budgets is not None and not self.budgets.empty
+        now = datetime.now(timezone.utc) if budgeted else None
         planned = self.plan(principal, end_user, tags, demand, now)
         if not planned:
             return None
         checks = [p.check for p in planned]
-        budget_rules = {p.check.key: p.budget for p in planned if p.budget is not None}
-
-        async def seed(wanted: list[Check]) -> list[int]:
-            assert self.budgets is not None
-            return [await self.budgets.spent_nano(budget_rules[c.key], now) for c in wanted]
-
-        async def attempt() -> Reservation:
-            return await self._reserve(checks, seed)
-
+        seed = _no_seed
+        if budgeted and any(p.budget is not None for p in planned):
+            seed = self._budget_seeder(planned, now)  # type: ignore[arg-type]
         try:
-            res = await self._first_attempt(demand.alias, planned, attempt, principal)
+            if self.settings.queue.enabled and any(p.queueable for p in planned):
+                res = await self._first_attempt(demand.alias, planned, lambda: self._reserve(checks, seed), principal)
+            else:
+                res = await self._reserve(checks, seed)
         except LimiterUnavailable:
             return self._limiter_down()
         if not res.ok:
-            err = refusal(planned, res, now)
-            self.refusals[err.code or "rate_limit"] += 1
-            raise err
-        admission = Admission(demand, planned, res, lambda: self.queue.notify(demand.alias))
-        self._soft_warnings(admission, planned, res)
+            self._refuse(planned, res, now)
+        admission = Admission(demand, planned, res, self._notifier(demand.alias))
+        if budgeted:
+            self._soft_warnings(admission, planned, res)
         return admission
+
+    def _notifier(self, alias: str) -> Callable[[], None]:
+        return lambda: self.queue.notify(alias)
+
+    def _budget_seeder(self, planned: list[Planned], now: datetime) -> Callable[[list[Check]], Awaitable[list[int]]]:
+        """Starting values of budget counters the limiter does not hold: what the ledger says was spent."""
+        rules = {p.check.key: p.budget for p in planned if p.budget is not None}
+
+        async def seed(wanted: list[Check]) -> list[int]:
+            assert self.budgets is not None
+            return [await self.budgets.spent_nano(rules[c.key], now) for c in wanted]  # type: ignore[arg-type]
+
+        return seed
 
     async def _first_attempt(self, alias: str, planned: list[Planned], attempt: Callable[[], Awaitable[Reservation]],
                              principal: Any) -> Reservation:
-        queueable = any(p.queueable for p in planned) and self.settings.queue.enabled
-        if queueable and self.queue.waiting(alias):
+        if self.queue.waiting(alias):
             res = None  # others are already waiting for this model: no overtaking them
             retry = 0.0
         else:
             res = await attempt()
-            if res.ok or not queueable or not planned[res.failed or 0].queueable or math.isinf(res.retry_after):
+            if res.ok or not planned[res.failed or 0].queueable or math.isinf(res.retry_after):
                 return res
             retry = res.retry_after
         rank = PRIORITY_RANK.get(getattr(principal, "priority", None) or self.settings.default_priority, 1)
@@ -435,24 +529,18 @@ class Limits:
         return res if res is not None else await attempt()
 
     async def _reserve(self, checks: list[Check], seed: Callable[[list[Check]], Awaitable[list[int]]]) -> Reservation:
-        if not self.shared:
+        local = self._local
+        if local is not None:
+            if seed is _no_seed:  # windows and gauges only: nothing to seed, nothing to await
+                return local.reserve_now(tuple(checks), local.clock())
+            return await local.reserve(checks, seeder=seed)
+        try:  # a shared limiter bounds its own round trips (RedisLimiter's timeout)
             return await self.limiter.reserve(checks, seeder=seed)
-        loop = asyncio.get_running_loop()
-        limit = self.settings.redis_timeout
-        try:
-            async with asyncio.timeout(limit) as deadline:
-                async def seed_untimed(wanted: list[Check]) -> list[int]:
-                    # The timeout is Redis's; reading the ledger for a budget's start is not.
-                    deadline.reschedule(None)
-                    try:
-                        return await seed(wanted)
-                    finally:
-                        deadline.reschedule(loop.time() + limit)
-
-                return await self.limiter.reserve(checks, seeder=seed_untimed)
         except (GatewayError, asyncio.CancelledError):
             raise
         except Exception as exc:  # noqa: BLE001 - any limiter failure goes through the policy
+            if not self.shared:
+                raise
             self.failures += 1
             self._log_failure(exc)
             raise LimiterUnavailable from exc
@@ -490,6 +578,9 @@ class Limits:
                         "soft_usd": rule.soft_usd, "max_usd": rule.max_usd})
 
     async def close(self) -> None:
+        drain = getattr(self.limiter, "drain", None)
+        if drain is not None:  # adjustments still queued for Redis (bounded: Redis may be down)
+            await asyncio.wait([asyncio.ensure_future(drain())], timeout=5)
         if self.budgets is not None:
             await self.budgets.close()
 
@@ -617,5 +708,5 @@ def deployment_capacity(deployments: Sequence[Any]) -> dict[str, int]:
     return capacity
 
 
-__all__ = ["Admission", "CapacityQueue", "Demand", "DeploymentLimits", "DeploymentTicket", "Limits", "Planned",
-           "deployment_capacity", "format_reset", "rate_headers", "refusal"]
+__all__ = ["LATER", "Admission", "CapacityQueue", "Demand", "DeploymentLimits", "DeploymentTicket", "Limits", "Planned",
+           "deployment_capacity", "format_reset", "rate_header_pairs", "rate_headers", "refusal"]

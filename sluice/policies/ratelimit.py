@@ -155,7 +155,8 @@ class _Log:
             bisect.insort(self.entries, (expiry, seq))
         self.amounts[seq] = amount
         self.total += amount
-        self.newest = max(self.newest, expiry)
+        if expiry > self.newest:
+            self.newest = expiry
 
     def wait_for(self, need: int, now: float) -> float:
         """Seconds until entries worth ``need`` have expired."""
@@ -215,12 +216,13 @@ class LocalReservation:
         if len(amounts) != len(self.checks):
             raise ValueError("settle needs one amount (or None) per check")
         for held, amount in zip(self._held, amounts, strict=True):
-            slot, seq, charged = held
-            if amount is None or not seq:
+            if amount is None:
                 continue
-            if isinstance(slot, _Log):
-                current = slot.amounts.get(seq)
-                if current is None:  # the entry already left the window: its usage no longer counts
+            slot, seq, charged = held
+            if not seq or amount == charged:
+                continue
+            if type(slot) is _Log:
+                if seq not in slot.amounts:  # the entry already left the window: its usage no longer counts
                     continue
                 slot.amounts[seq] = amount
             slot.total += amount - charged
@@ -244,7 +246,7 @@ class LocalLimiter:
         self._slots: dict[str, _Log | _Gauge] = {}
         self._counters: dict[str, _Counter] = {}
         self._lease = lease
-        self._clock = clock
+        self.clock = clock
         self._seq = itertools.count(1)
 
     def _counter(self, check: Check, now: float) -> _Counter | None:
@@ -262,51 +264,82 @@ class LocalLimiter:
         slot = self._slots.get(check.key)
         if slot is None:
             slot = self._slots[check.key] = _Gauge() if check.window == 0 else _Log()
-        if isinstance(slot, _Log):
-            slot.purge(now)
+        if type(slot) is _Log:
+            entries = slot.entries
+            if entries and entries[0][0] <= now:
+                slot.purge(now)
         return slot
 
     async def reserve(self, checks: Sequence[Check], now: float | None = None,
                       seeder: Seeder | None = None) -> LocalReservation:
         checks = tuple(checks)
-        at = self._clock() if now is None else now
+        at = self.clock() if now is None else now
         unseeded = [i for i, c in enumerate(checks) if c.period is not None and self._counter(c, at) is None]
         if unseeded:
             checks = await seeded(checks, unseeded, seeder)
-            at = self._clock() if now is None else now  # the seeder awaited: time moved on
+            at = self.clock() if now is None else now  # the seeder awaited: time moved on
         return self.reserve_now(checks, at)
 
     def reserve_now(self, checks: tuple[Check, ...], now: float) -> LocalReservation:
-        """Synchronous: nothing else runs between reading the totals and charging them."""
+        """Synchronous: nothing else runs between reading the totals and charging them.
+
+        Every limited call runs this, so a sliding log's purge and charge are written out here
+        rather than called."""
         if next(self._seq) % 4096 == 0:
             self._sweep(now)
         slots: list[_Slot] = []
         failed, retry = None, 0.0
         for i, check in enumerate(checks):
-            slot = self._slot(check, now)
+            slot = self._slots.get(check.key) if check.period is None else None
+            if type(slot) is _Log:
+                entries = slot.entries
+                if entries and entries[0][0] <= now:
+                    slot.purge(now)
+            else:
+                slot = self._slot(check, now)
             slots.append(slot)
-            if slot.total + check.amount > check.limit and isinstance(slot, _Gauge):
-                slot.purge(now)  # expired leases of holders that never came back
             if slot.total + check.amount > check.limit:
-                wait = self._wait(check, slot, now)
-                if failed is None or wait > retry:
-                    failed, retry = i, wait
+                if type(slot) is _Gauge:
+                    slot.purge(now)  # expired leases of holders that never came back
+                if slot.total + check.amount > check.limit:
+                    wait = self._wait(check, slot, now)
+                    if failed is None or wait > retry:
+                        failed, retry = i, wait
         held: list[list] = []
         remaining, reset = [], []
         for check, slot in zip(checks, slots, strict=True):
+            kind = type(slot)
             if failed is None:
-                held.append([slot, self._charge(slot, check, now), check.amount])
-            remaining.append(max(check.limit - slot.total, 0))
-            if isinstance(slot, _Log):
-                reset.append(slot.reset(now))
-                if not slot.entries:
+                amount = check.amount
+                if amount and kind is _Log:
+                    seq = next(self._seq)
+                    expiry = now + check.window
+                    entries = slot.entries  # type: ignore[union-attr]
+                    if not entries or expiry >= entries[-1][0]:
+                        entries.append((expiry, seq))
+                    else:
+                        bisect.insort(entries, (expiry, seq))
+                    slot.amounts[seq] = amount  # type: ignore[union-attr]
+                    slot.total += amount
+                    if expiry > slot.newest:  # type: ignore[union-attr]
+                        slot.newest = expiry  # type: ignore[union-attr]
+                else:
+                    seq = self._charge(slot, check, now)
+                held.append([slot, seq, amount])
+            left = check.limit - slot.total
+            remaining.append(left if left > 0 else 0)
+            if kind is _Log:
+                if slot.entries:  # type: ignore[union-attr]
+                    wait = slot.newest - now  # type: ignore[union-attr]
+                    reset.append(wait if wait > 0 else 0.0)
+                else:
+                    reset.append(0.0)
                     self._slots.pop(check.key, None)
-            elif isinstance(slot, _Counter):
-                reset.append(max(slot.ends - now, 0.0))
+            elif kind is _Counter:
+                reset.append(max(slot.ends - now, 0.0))  # type: ignore[union-attr]
             else:
                 reset.append(0.0)
-        res = LocalReservation(checks, failed, retry, tuple(remaining), tuple(reset), held)
-        return res
+        return LocalReservation(checks, failed, retry, tuple(remaining), tuple(reset), held)
 
     def _sweep(self, now: float) -> None:
         """Drop counters of ended periods and idle gauges that nobody asked about again."""
@@ -331,10 +364,11 @@ class LocalLimiter:
         if check.amount == 0:
             return 0
         seq = next(self._seq)
-        if isinstance(slot, _Log):
-            slot.add(now + check.window, seq, check.amount)
-        elif isinstance(slot, _Gauge):
-            slot.holders[seq] = (now + self._lease, check.amount)
+        kind = type(slot)
+        if kind is _Log:
+            slot.add(now + check.window, seq, check.amount)  # type: ignore[union-attr]
+        elif kind is _Gauge:
+            slot.holders[seq] = (now + self._lease, check.amount)  # type: ignore[union-attr]
             slot.total += check.amount
         else:
             slot.total += check.amount

@@ -28,11 +28,17 @@ vanish by themselves.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
+
+from sluice.store.resp import PipelinedRedis, RedisReplyError, bulk
+
+log = logging.getLogger("sluice.limits")
 
 _SCRIPT = """
 local function amount_of(member) return tonumber(string.match(member, ':(%d+)$')) end
@@ -181,101 +187,205 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-class RedisReservation:
-    """A ``Reservation`` held in Redis; ``settle`` and ``release`` are one round trip each."""
+_RESERVE, _ADJUST, _SERVER_CLOCK = bulk(b"reserve"), bulk(b"adjust"), bulk(b"")
 
-    __slots__ = ("_limiter", "_members", "checks", "failed", "ok", "remaining", "reset", "retry_after")
+
+class Adjustment(NamedTuple):
+    """Part of an adjust script call: keys and arguments, encoded as RESP bulks for Sluice's own
+    client (bytes), or as strings for redis-py; and how many of each."""
+
+    keys: bytes | list[str]
+    args: bytes | list[str]
+    n_keys: int
+    n_args: int
+
+
+class RedisReservation:
+    """A ``Reservation`` held in Redis; ``settle`` and ``release`` are one round trip each
+    (shared with the other adjustments of the moment)."""
+
+    __slots__ = ("_held", "_limiter", "_rid", "checks", "failed", "ok", "remaining", "reset", "retry_after")
 
     def __init__(self, limiter: RedisLimiter, checks: tuple[CheckLike, ...], failed: int | None,
-                 retry_after: float, remaining: tuple[int, ...], reset: tuple[float, ...],
-                 members: list[str | None]) -> None:
+                 retry_after: float, remaining: tuple[int, ...], reset: tuple[float, ...], rid: str) -> None:
         self.ok = failed is None
         self.checks, self.failed, self.retry_after = checks, failed, retry_after
         self.remaining, self.reset = remaining, reset
         self._limiter = limiter
-        self._members = members  # the live member per check, None when nothing is held
+        self._rid = rid
+        # the amount held under each check (its member is "<rid>:<i>:<amount>", a counter's "c:<amount>"); 0: none
+        self._held = [0] * len(checks) if failed is not None else [max(c.amount, 0) for c in checks]
 
     async def settle(self, amounts: Sequence[int | None]) -> None:
-        if len(amounts) != len(self.checks):
-            raise ValueError("settle needs one amount (or None) per check")
-        wanted = {i: a for i, a in enumerate(amounts) if a is not None}
-        await self._adjust(wanted)
+        adjustment = self._adjustment(self._wanted(amounts))
+        if adjustment is not None:
+            await self._limiter.adjust(adjustment)
+
+    def settle_now(self, amounts: Sequence[int | None]) -> None:
+        """``settle`` without waiting for Redis: the adjustment leaves with the others of this
+        moment, and a failure is logged by the limiter (the reservation then stays as charged)."""
+        adjustment = self._adjustment(self._wanted(amounts))
+        if adjustment is not None:
+            self._limiter.adjust_nowait(adjustment)
 
     async def release(self) -> None:
-        await self._adjust({i: 0 for i, c in enumerate(self.checks) if c.window == 0 and c.period is None})
+        adjustment = self._adjustment({i: 0 for i, c in enumerate(self.checks) if c.window == 0 and c.period is None})
+        if adjustment is not None:
+            await self._limiter.adjust(adjustment)
 
-    async def _adjust(self, wanted: dict[int, int]) -> None:
-        keys: list[str] = []
-        args: list[str] = ["adjust"]
+    def _wanted(self, amounts: Sequence[int | None]) -> dict[int, int]:
+        if len(amounts) != len(self.checks):
+            raise ValueError("settle needs one amount (or None) per check")
+        return {i: a for i, a in enumerate(amounts) if a is not None}
+
+    def _member(self, i: int, amount: int) -> str:
+        return f"c:{amount}" if self.checks[i].period is not None else f"{self._rid}:{i}:{amount}"
+
+    def _adjustment(self, wanted: dict[int, int]) -> Adjustment | None:
+        """The adjust script's keys and arguments that move each held entry to its wanted amount."""
+        changes = []
         for i, amount in wanted.items():
-            old = self._members[i]
-            if old is None or amount < 0:
+            held = self._held[i]
+            if not held or amount < 0 or amount == held:
                 continue
-            prefix, _, held = old.rpartition(":")
-            if int(held) == amount:
-                continue
-            new = f"{prefix}:{amount}" if amount > 0 else None
-            keys += self._limiter.keys_for(self.checks[i].key)
-            args += [old, new or "", str(amount - int(held)), str(self._limiter.ttl_ms(self.checks[i]))]
-            self._members[i] = new
-        if keys:
-            await self._limiter.adjust(keys, args[1:])
+            changes.append((self.checks[i], self._member(i, held), self._member(i, amount) if amount > 0 else "",
+                            amount - held))
+            self._held[i] = amount
+        return self._limiter.adjustment(changes) if changes else None
 
 
 class RedisLimiter:
-    """``Limiter`` over one Redis (or Valkey, or Redis Cluster) client shared by the process."""
+    """``Limiter`` over one Redis (or Valkey, or Redis Cluster) client shared by the process.
 
-    def __init__(self, client: Any, prefix: str, *, lease: float = 300.0, tag: str | None = None) -> None:
+    ``timeout``: seconds a round trip may take before it fails with ``TimeoutError`` (the limits
+    stage then applies its Redis failure policy). Seeding a period counter from the ledger
+    happens between round trips, so it is not under that deadline.
+    """
+
+    def __init__(self, client: Any, prefix: str, *, lease: float = 300.0, tag: str | None = None,
+                 timeout: float | None = None) -> None:
         self._client = client
         self._tag = "{" + (tag or f"{prefix}:rl") + "}"
         self._lease = lease
+        self.timeout = timeout
         self._script = client.register_script(_SCRIPT)
-        self._pending: list[tuple[list[str], list[str], asyncio.Future]] = []
-        self._flusher: asyncio.Task | None = None
+        # Sluice's own client takes commands encoded ahead: a check's keys and its fixed
+        # arguments are encoded once, not on every call.
+        self._pipelined = isinstance(client, PipelinedRedis)
+        self._encoded_keys: dict[str, bytes] = {}
+        self._encoded_fixed: dict[tuple, tuple[bytes, bytes]] = {}  # a check's arguments around its amount
+        # Reservation ids: unique per limiter (random) and per reservation (a counter), so no
+        # random draw (a system call) per call.
+        self._rid_prefix = secrets.token_hex(6)
+        self._rids = itertools.count()
+        # Adjustments (settle, release) waiting for the end of this turn of the loop, and the
+        # script calls on their way.
+        self._pending: list[tuple[Adjustment, asyncio.Future | None]] = []
+        self._send_scheduled = False
+        self._inflight: set[asyncio.Future] = set()
 
     @property
     def client(self) -> Any:
         return self._client
 
-    async def adjust(self, keys: list[str], args: list[str]) -> None:
+    def adjustment(self, changes: list[tuple[CheckLike, str, str, int]]) -> Adjustment:
+        """The adjust script's part for ``changes``: (check, old member, new member or "", delta).
+        Sluice's own client gets it encoded (the keys were encoded when reserving)."""
+        if self._pipelined:
+            keys = b"".join([self._keys_bulk(c.key) for c, _, _, _ in changes])
+            args = b"".join([bulk(old.encode()) + bulk(new.encode()) + bulk(b"%d" % delta) + bulk(b"%d" % self.ttl_ms(c))
+                             for c, old, new, delta in changes])
+            return Adjustment(keys, args, 2 * len(changes), 4 * len(changes))
+        key_list: list[str] = []
+        arg_list: list[str] = []
+        for c, old, new, delta in changes:
+            key_list += self.keys_for(c.key)
+            arg_list += [old, new, str(delta), str(self.ttl_ms(c))]
+        return Adjustment(key_list, arg_list, len(key_list), len(arg_list))
+
+    async def adjust(self, adjustment: Adjustment) -> None:
         """Settle or release entries. Adjustments that arrive together (under load: many calls end
         in the same few milliseconds) go to Redis as one script call, so settling costs a fraction
         of a round trip per call. Returns when this adjustment is applied."""
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((keys, args, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush())
+        self._queue(adjustment, future)
         await future
 
-    async def _flush(self) -> None:
-        try:
-            await self._flush_batches()
-        except asyncio.CancelledError:  # shutting down: nobody may wait forever
-            for _, _, future in self._pending:
-                if not future.done():
-                    future.cancel()
-            self._pending.clear()
-            raise
+    def adjust_nowait(self, adjustment: Adjustment) -> None:
+        """``adjust`` for a caller that does not wait: a failure is logged here."""
+        self._queue(adjustment, None)
 
-    async def _flush_batches(self) -> None:
-        await asyncio.sleep(0)  # let the adjustments of this loop iteration join the batch
+    def _queue(self, adjustment: Adjustment, future: asyncio.Future | None) -> None:
+        self._pending.append((adjustment, future))
+        if not self._send_scheduled:  # the end of this turn of the loop: the batch is complete
+            self._send_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_pending)
+
+    def _send_pending(self) -> None:
+        self._send_scheduled = False
         while self._pending:
             batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+            self._start(batch)
+
+    def _start(self, batch: list[tuple[Adjustment, asyncio.Future | None]], retry: bool = False) -> None:
+        """Send one adjust call for ``batch``. Sluice's own client, connected, sends it in this turn
+        without a task; otherwise (redis-py, reconnecting, or Redis lost the script) a task runs it."""
+        reply: asyncio.Future | None = None
+        if self._pipelined:
+            n_keys = sum(a.n_keys for a, _ in batch)
+            count = 2 + n_keys + sum(a.n_args for a, _ in batch)
+            encoded = b"".join([bulk(b"%d" % n_keys), *(a.keys for a, _ in batch), _ADJUST, *(a.args for a, _ in batch)])
+            if not retry:
+                reply = self._script.send_now(count, encoded, self.timeout)
+            if reply is None:
+                reply = asyncio.ensure_future(self._script.call(count, encoded, self.timeout))
+        else:
             keys: list[str] = []
             args: list[str] = ["adjust"]
-            for k, a, _ in batch:
-                keys += k
-                args += a
-            try:
-                await self.run(keys, args)
-            except Exception as exc:  # noqa: BLE001 - each waiter learns of the failure
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+            for a, _ in batch:
+                keys += a.keys  # type: ignore[arg-type]
+                args += a.args  # type: ignore[arg-type]
+            reply = asyncio.ensure_future(self.run(keys, args))
+        self._inflight.add(reply)
+        reply.add_done_callback(lambda done: self._adjusted(done, batch, retry))
+
+    def _adjusted(self, reply: asyncio.Future, batch: list[tuple[Adjustment, asyncio.Future | None]],
+                  retry: bool) -> None:
+        self._inflight.discard(reply)
+        exc: BaseException | None = asyncio.CancelledError() if reply.cancelled() else reply.exception()
+        if isinstance(exc, RedisReplyError) and str(exc).startswith("NOSCRIPT") and not retry:
+            self._start(batch, retry=True)  # Redis restarted or failed over: send it loading the script
+            return
+        unwatched = 0
+        for _, future in batch:
+            if future is None:
+                unwatched += 1
+            elif future.done():
+                continue
+            elif exc is None:
+                future.set_result(None)
             else:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                future.set_exception(exc)
+        if exc is not None and unwatched:
+            log.warning("could not settle %d reservations in Redis (%s: %s); they stay as reserved",
+                        unwatched, type(exc).__name__, exc)
+
+    async def drain(self) -> None:
+        """Wait until the queued adjustments have been answered (or have failed)."""
+        while self._pending or self._inflight:
+            if self._inflight:
+                await asyncio.wait(list(self._inflight))
+            else:
+                await asyncio.sleep(0)
+
+    def _keys_bulk(self, key: str) -> bytes:
+        """A check's two Redis keys as RESP bulks, encoded once."""
+        keys = self._encoded_keys.get(key)
+        if keys is None:
+            if len(self._encoded_keys) > 10_000:  # keys of many callers: start over
+                self._encoded_keys.clear()
+            keys = self._encoded_keys[key] = b"".join([bulk(k.encode()) for k in self.keys_for(key)])
+        return keys
 
     def keys_for(self, key: str) -> list[str]:
         return [f"{self._tag}:l:{key}", f"{self._tag}:n:{key}"]
@@ -289,7 +399,12 @@ class RedisLimiter:
         return check.window or self._lease
 
     async def run(self, keys: list[str], args: list[str]) -> Any:
-        return await self._script(keys=keys, args=args)
+        if self._pipelined:
+            return await self._script(keys, args, self.timeout)
+        if self.timeout is None:
+            return await self._script(keys=keys, args=args)
+        async with asyncio.timeout(self.timeout):
+            return await self._script(keys=keys, args=args)
 
     async def reserve(self, checks: Sequence[CheckLike], now: float | None = None,
                       seeder: Seeder | None = None) -> RedisReservation:
@@ -308,7 +423,10 @@ class RedisLimiter:
         return self._reservation(checks, rid, raw)
 
     async def _reserve_once(self, checks: tuple[CheckLike, ...], now: float | None) -> tuple[str, Any]:
-        rid = secrets.token_hex(8)
+        rid = f"{self._rid_prefix}{next(self._rids):x}"
+        if self._pipelined:
+            return rid, await self._script.call(1 + 7 * len(checks) + 3, self._encode_reserve(checks, now, rid),
+                                                self.timeout)
         keys: list[str] = []
         args = ["reserve", "" if now is None else _num(now), rid]
         for c in checks:
@@ -317,6 +435,24 @@ class RedisLimiter:
             args += [str(c.limit), _num(self._life(c)), str(c.amount), _kind(c), seed]
         return rid, await self.run(keys, args)
 
+    def _encode_reserve(self, checks: tuple[CheckLike, ...], now: float | None, rid: str) -> bytes:
+        """The reserve script's key count, keys and arguments as RESP bulks (see ``_SCRIPT``)."""
+        encoded_fixed = self._encoded_fixed
+        if len(encoded_fixed) > 10_000:  # counters' seeds vary: start over
+            encoded_fixed.clear()
+        parts = [bulk(b"%d" % (2 * len(checks)))]
+        parts += [self._keys_bulk(c.key) for c in checks]
+        parts += (_RESERVE, _SERVER_CLOCK if now is None else bulk(_num(now).encode()), bulk(rid.encode()))
+        for c in checks:
+            fixed = (c.limit, c.window, c.period, c.seed)
+            around = encoded_fixed.get(fixed)
+            if around is None:
+                seed = b"" if c.seed is None else b"%d" % int(c.seed)
+                around = encoded_fixed[fixed] = (bulk(b"%d" % c.limit) + bulk(_num(self._life(c)).encode()),
+                                                 bulk(_kind(c).encode()) + bulk(seed))
+            parts += (around[0], bulk(b"%d" % c.amount), around[1])
+        return b"".join(parts)
+
     def _reservation(self, checks: tuple[CheckLike, ...], rid: str, raw: Any) -> RedisReservation:
         failed = int(raw[0])
         if failed == -2:
@@ -324,13 +460,7 @@ class RedisLimiter:
         totals = [int(x) for x in raw[3::2]]
         remaining = tuple(max(c.limit - t, 0) for c, t in zip(checks, totals, strict=True))
         reset = tuple(float(x) for x in raw[4::2])
-        members: list[str | None] = [
-            None if failed >= 0 or c.amount <= 0 else
-            f"c:{c.amount}" if c.period is not None else f"{rid}:{i}:{c.amount}"
-            for i, c in enumerate(checks)
-        ]
-        return RedisReservation(self, checks, None if failed < 0 else failed, float(raw[1]),
-                                remaining, reset, members)
+        return RedisReservation(self, checks, None if failed < 0 else failed, float(raw[1]), remaining, reset, rid)
 
 
-__all__ = ["CheckLike", "RedisLimiter", "RedisReservation"]
+__all__ = ["Adjustment", "CheckLike", "RedisLimiter", "RedisReservation"]

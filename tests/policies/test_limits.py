@@ -15,6 +15,7 @@ from sluice.policies.limits import Demand, Limits, deployment_capacity, format_r
 from sluice.policies.ratelimit import LocalLimiter, RedisLimiter
 from sluice.schema import GatewayError
 from sluice.store.redis import redis_client
+from sluice.store.resp import PipelinedRedis
 
 
 def key(limits: dict | None = None, priority: str | None = None, key_id: str = "key_1",
@@ -59,10 +60,10 @@ async def test_rpm_refusal_says_which_limit_and_when():
     limits = Limits(LocalLimiter(), settings())
     caller = key({"rpm": 2, "tpm": 100})
     first = await limits.admit(caller, None, (), demand())
-    assert first.headers["x-ratelimit-limit-requests"] == "2"
-    assert first.headers["x-ratelimit-remaining-requests"] == "1"
-    assert first.headers["x-ratelimit-remaining-tokens"] == "85"
-    assert first.headers["x-ratelimit-reset-requests"] == "1m0s"
+    headers = {name.decode(): value.decode() for name, value in first.rate_headers}
+    assert headers == {"x-ratelimit-limit-requests": "2", "x-ratelimit-remaining-requests": "1",
+                       "x-ratelimit-reset-requests": "1m0s", "x-ratelimit-limit-tokens": "100",
+                       "x-ratelimit-remaining-tokens": "85", "x-ratelimit-reset-tokens": "1m0s"}
     await limits.admit(caller, None, (), demand())
     with pytest.raises(GatewayError) as refused:
         await limits.admit(caller, None, (), demand())
@@ -166,7 +167,7 @@ def _closed_port() -> int:
 @pytest.mark.parametrize("policy", ["open", "closed"])
 async def test_redis_failure_policy(policy, caplog):
     client = redis_client(f"redis://127.0.0.1:{_closed_port()}/0")
-    limits = Limits(RedisLimiter(client, "t"), settings(redis_failure=policy, redis_timeout=0.5), shared=True)
+    limits = Limits(RedisLimiter(client, "t", timeout=0.5), settings(redis_failure=policy), shared=True)
     try:
         if policy == "open":
             assert await limits.admit(key({"rpm": 1}), None, (), demand()) is None
@@ -179,6 +180,29 @@ async def test_redis_failure_policy(policy, caplog):
         assert any("rate limiter unavailable" in r.getMessage() for r in caplog.records)
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_a_redis_that_stops_answering_fails_each_call_at_the_timeout(policy):
+    """The connection is up but nothing comes back (a Redis stopped or cut off mid-stream)."""
+    server = await asyncio.get_running_loop().create_server(asyncio.Protocol, "127.0.0.1", 0)
+    client = PipelinedRedis(f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0")
+    limits = Limits(RedisLimiter(client, "t", timeout=0.2), settings(redis_failure=policy), shared=True)
+    loop = asyncio.get_running_loop()
+    try:
+        for _ in range(2):  # the second call meets the same silent connection
+            started = loop.time()
+            if policy == "open":
+                assert await limits.admit(key({"rpm": 1}), None, (), demand()) is None
+            else:
+                with pytest.raises(GatewayError) as refused:
+                    await limits.admit(key({"rpm": 1}), None, (), demand())
+                assert refused.value.status == 503
+            assert 0.15 <= loop.time() - started < 1.0
+        assert limits.failures == 2
+    finally:
+        await client.aclose()
+        server.close()
 
 
 def test_capacity_needs_every_deployment_to_declare_it():

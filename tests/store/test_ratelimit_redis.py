@@ -1,7 +1,8 @@
 """RedisLimiter: exact limits across several gateway instances sharing one real Redis.
 
-Each "gateway" is a RedisLimiter with its own Redis client (own connection pool). Semantic
-tests inject ``now``; the fleet tests use the Redis server's clock (``now=None``).
+Each "gateway" is a RedisLimiter with its own Redis client — redis-py's pool, or Sluice's own
+pipelined connection, which gets the script's arguments encoded ahead (every test runs on
+both). Semantic tests inject ``now``; the fleet tests use the Redis server's clock (``now=None``).
 """
 
 from __future__ import annotations
@@ -18,25 +19,28 @@ from redis.crc import key_slot
 from sluice.policies.ratelimit import Check, Limiter, Reservation
 from sluice.store.ratelimit_redis import RedisLimiter
 from sluice.store.redis import redis_client
+from sluice.store.resp import PipelinedRedis
 
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture
-async def gateways(redis_url, redis_prefix):
-    """A factory of limiters ("gateway instances"), each on its own client, under a per-test prefix."""
+@pytest.fixture(params=["redis-py", "pipelined"])
+async def gateways(request, redis_url, redis_prefix):
+    """A factory of limiters ("gateway instances"), each on its own client, under a per-test prefix;
+    ``inspect`` is a redis-py client to look at what they wrote."""
     prefix = f"{redis_prefix}:{secrets.token_hex(3)}"
     clients = []
 
     def make(**kwargs) -> RedisLimiter:
-        client = redis_client(redis_url, name="sluice-test-ratelimit")
+        client = PipelinedRedis(redis_url) if request.param == "pipelined" else \
+            redis_client(redis_url, name="sluice-test-ratelimit")
         clients.append(client)
         return RedisLimiter(client, prefix, **kwargs)
 
     make.prefix = prefix
-    make.clients = clients
+    make.inspect = redis_client(redis_url, name="sluice-test-ratelimit-inspect")
     yield make
-    for client in clients:
+    for client in [*clients, make.inspect]:
         await client.aclose()
 
 
@@ -81,6 +85,19 @@ async def test_settle_down_and_up_across_instances(gateways):
     assert (await b.reserve([tpm(1000)], now=T0 + 63.0)).ok
 
 
+async def test_settling_without_waiting_lands_in_order_and_after_redis_lost_the_script(gateways):
+    a = gateways()
+    res = await a.reserve([Check("settle:tpm", 1000, 60.0, 900)], now=T0)
+    res.settle_now([100])  # queued: leaves at the end of this turn of the loop
+    await a.drain()
+    assert (await a.reserve([Check("settle:tpm", 1000, 60.0, 0)], now=T0 + 1)).remaining == (900,)
+    again = await a.reserve([Check("settle:tpm", 1000, 60.0, 800)], now=T0 + 2)
+    await gateways.inspect.script_flush()  # as after a restart or a failover: the script is unknown
+    again.settle_now([50])
+    await a.drain()
+    assert (await a.reserve([Check("settle:tpm", 1000, 60.0, 0)], now=T0 + 3)).remaining == (850,)
+
+
 async def test_gauge_release_and_lease(gateways):
     a, b = gateways(lease=30.0), gateways(lease=30.0)
     gauge = Check("inflight", 2, 0.0, 1)
@@ -99,7 +116,7 @@ async def test_gauge_release_and_lease(gateways):
 async def test_keys_share_one_cluster_slot_and_expire(gateways):
     lim = gateways()
     await lim.reserve([Check("key:a", 5, 60.0), Check("team:b", 5, 0.0)])
-    client = gateways.clients[0]
+    client = gateways.inspect
     keys = sorted([k.decode() async for k in client.scan_iter(match=f"{{{gateways.prefix}:rl}}*")])
     assert keys == [f"{{{gateways.prefix}:rl}}:{kind}:{name}"
                     for kind, name in (("l", "key:a"), ("l", "team:b"), ("n", "key:a"), ("n", "team:b"))]
@@ -158,35 +175,31 @@ async def test_three_gateways_concurrency_gauge_holds_at_five(gateways):
     assert (await fleet[0].reserve([Check("model:inflight", 5, 0.0, 0)])).remaining == (5,)
 
 
+async def _script_calls(client) -> int:
+    """EVALSHA and EVAL calls the Redis server has run, from its own statistics."""
+    stats = await client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+
+
 async def test_benchmark_one_round_trip_per_reserve(gateways):
     lim = gateways()
-    client = gateways.clients[0]
     checks = [Check("bench:key", 10**9, 60.0), Check("bench:team:tpm", 10**12, 60.0, 500),
               Check("bench:inflight", 10**9, 0.0)]
     await lim.reserve(checks)  # loads the script (NOSCRIPT → SCRIPT LOAD) once
-    sent = 0
-    original = client.execute_command
-
-    async def counting(*args, **kwargs):
-        nonlocal sent
-        sent += 1
-        return await original(*args, **kwargs)
-
-    client.execute_command = counting
     n = 2000
+    before = await _script_calls(gateways.inspect)
     start = time.perf_counter()
     for _ in range(n):
         await lim.reserve(checks)
     elapsed = time.perf_counter() - start
-    trips = sent / n
+    trips = (await _script_calls(gateways.inspect) - before) / n
     res = await lim.reserve(checks)
-    sent = 0
+    before = await _script_calls(gateways.inspect)
     await res.settle([None, 120, None])
-    settle_trips = sent
-    sent = 0
+    settle_trips = await _script_calls(gateways.inspect) - before
+    before = await _script_calls(gateways.inspect)
     await res.release()
-    release_trips = sent
-    client.execute_command = original
+    release_trips = await _script_calls(gateways.inspect) - before
     fleet = [gateways() for _ in range(3)]
     await asyncio.gather(*(g.reserve(checks) for g in fleet))
     start = time.perf_counter()
@@ -195,6 +208,7 @@ async def test_benchmark_one_round_trip_per_reserve(gateways):
     print(f"\nRedisLimiter: {trips:.2f} round trips/reserve (3 checks), {elapsed / n * 1e6:.0f} µs/reserve "
           f"sequential over {n}; settle {settle_trips} trip, release {release_trips} trip; "
           f"3 gateways x 50 concurrent callers: {rate:.0f} reserves/s")
+    # The shared Redis serves other tests' clients only between tests: these counts are this test's.
     assert trips == 1.0 and settle_trips == 1 and release_trips == 1
 
 

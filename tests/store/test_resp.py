@@ -72,3 +72,77 @@ async def test_an_unreachable_redis_is_a_connection_error():
     c = PipelinedRedis(f"redis://127.0.0.1:{port}/0", connect_timeout=1)
     with pytest.raises(OSError):
         await c.execute("PING")
+
+
+async def test_a_reply_past_its_deadline_fails_the_caller_and_the_next_reply_is_still_its_own(client):
+    busy = ("local t = redis.call('TIME') while tonumber(redis.call('TIME')[1]) * 1e6 + "
+            "tonumber(redis.call('TIME')[2]) < tonumber(t[1]) * 1e6 + tonumber(t[2]) + 100000 do end return 'slow'")
+    with pytest.raises(TimeoutError):
+        await client.execute("EVAL", busy, 0, timeout=0.02)
+    assert await client.execute("ECHO", "after", timeout=1.0) == b"after"
+
+
+class _Silent(asyncio.Protocol):
+    """A server that reads everything and never answers; ``reads`` holds what each read got."""
+
+    reads: list[bytes]
+
+    def data_received(self, data: bytes) -> None:
+        self.reads.append(data)
+
+
+async def _silent_server():
+    reads: list[bytes] = []
+
+    def protocol() -> _Silent:
+        p = _Silent()
+        p.reads = reads
+        return p
+
+    server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], reads
+
+
+async def test_deadlines_fail_in_time_and_an_untimed_call_waits():
+    server, port, _ = await _silent_server()
+    c = PipelinedRedis(f"redis://127.0.0.1:{port}/0")
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        long = asyncio.ensure_future(c.execute("PING", timeout=0.2))  # first, so the shorter one must re-arm
+        short = asyncio.ensure_future(c.execute("PING", timeout=0.05))
+        untimed = asyncio.ensure_future(c.execute("PING"))
+        with pytest.raises(TimeoutError):
+            await short
+        assert 0.04 <= loop.time() - started < 0.15
+        with pytest.raises(TimeoutError):
+            await long
+        assert 0.19 <= loop.time() - started < 0.35
+        await asyncio.sleep(0.05)
+        assert not untimed.done()
+        untimed.cancel()
+    finally:
+        server.close()
+        await c.aclose()
+
+
+class _CountingTransport:
+    """The connection's transport, recording each write (the system call boundary)."""
+
+    def __init__(self, inner: asyncio.Transport) -> None:
+        self.inner, self.writes = inner, []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.inner.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+async def test_commands_given_in_one_turn_of_the_loop_leave_in_one_write(client):
+    assert await client.execute("PING") == b"PONG"  # connected
+    spy = client._proto.transport = _CountingTransport(client._proto.transport)
+    replies = await asyncio.gather(*(client.execute("ECHO", str(i), timeout=1.0) for i in range(10)))
+    assert replies == [str(i).encode() for i in range(10)]
+    assert spy.writes == [b"".join(encode_command("ECHO", str(i)) for i in range(10))]
