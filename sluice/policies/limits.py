@@ -74,10 +74,10 @@ class Demand:
     max_cost: Callable[[], float] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Planned:
-    """One check of a call's reservation and what it stands for (shared between calls when its
-    amount is always one, hence frozen)."""
+    """One check of a call's reservation and what it stands for. A value, shared between calls
+    when its amount is always one: never changed once made (not frozen, as ``Check``)."""
 
     check: Check
     measure: str  # requests | tokens | input | output | concurrency | budget

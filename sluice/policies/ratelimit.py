@@ -50,9 +50,12 @@ from sluice.store.ratelimit_redis import RedisLimiter, RedisReservation
 DEFAULT_LEASE = 300.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Check:
     """One limit to pass: ``amount`` more of ``key`` must fit under ``limit`` per ``window`` s.
+
+    A value: never changed once made (``dataclasses.replace`` makes another). Not frozen because
+    every limited call makes one, and a frozen dataclass's constructor costs several times more.
 
     ``window == 0`` makes it a concurrency gauge (``limit`` simultaneous holders/units).
     """

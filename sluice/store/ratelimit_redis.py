@@ -425,8 +425,16 @@ class RedisLimiter:
     async def _reserve_once(self, checks: tuple[CheckLike, ...], now: float | None) -> tuple[str, Any]:
         rid = f"{self._rid_prefix}{next(self._rids):x}"
         if self._pipelined:
-            return rid, await self._script.call(1 + 7 * len(checks) + 3, self._encode_reserve(checks, now, rid),
-                                                self.timeout)
+            count, encoded = 1 + 7 * len(checks) + 3, self._encode_reserve(checks, now, rid)
+            reply = self._script.send_now(count, encoded, self.timeout)  # connected: no coroutine in between
+            if reply is None:
+                return rid, await self._script.call(count, encoded, self.timeout)
+            try:
+                return rid, await reply
+            except RedisReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                return rid, await self._script.call(count, encoded, self.timeout)  # loads the script
         keys: list[str] = []
         args = ["reserve", "" if now is None else _num(now), rid]
         for c in checks:
