@@ -268,7 +268,7 @@ class Gateway:
         known = self._counting_hints.get(alias)
         if known is None or known[0] is not self.router.groups.get(alias):
             return False
-        demand = self._demand(call, alias, tokens(known[1]))
+        demand = self._demand(alias, tokens(known[1]))
         try:
             admission = self.limits.admit_now(call.principal, call.end_user, self._tags(call), demand)
         except GatewayError as err:
@@ -292,14 +292,14 @@ class Gateway:
                 await asyncio.to_thread(warm_up_for, hint)
             if len(self._counting_hints) < 10_000:
                 self._counting_hints[alias] = (group, hint)
-        demand = self._demand(call, alias, tokens(hint))
+        demand = self._demand(alias, tokens(hint))
         try:
             admission = await self.limits.admit(call.principal, call.end_user, self._tags(call), demand)
         except GatewayError as err:
             self._refused(call, err)
         self._admitted(call, admission)
 
-    def _demand(self, call: Call, alias: str, tokens: tuple[int, int]) -> Demand:
+    def _demand(self, alias: str, tokens: tuple[int, int]) -> Demand:
         input_tokens, output_tokens = tokens
         return Demand(alias, input_tokens, output_tokens, lambda: self._max_cost(alias, input_tokens, output_tokens))
 
