@@ -170,9 +170,6 @@ class _Log:
                 return max(expiry - now, 0.0)
         return math.inf
 
-    def reset(self, now: float) -> float:
-        return max(self.newest - now, 0.0) if self.entries else 0.0
-
 
 class _Gauge:
     """Holders in flight: ``seq → (lease expiry, amount)``. Released holders leave at once, so

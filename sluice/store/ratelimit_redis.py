@@ -352,7 +352,12 @@ class RedisLimiter:
     def _adjusted(self, reply: asyncio.Future, batch: list[tuple[Adjustment, asyncio.Future | None]],
                   retry: bool) -> None:
         self._inflight.discard(reply)
-        exc: BaseException | None = asyncio.CancelledError() if reply.cancelled() else reply.exception()
+        if reply.cancelled():  # shutting down: the waiters are cancelled with it
+            for _, future in batch:
+                if future is not None and not future.done():
+                    future.cancel()
+            return
+        exc = reply.exception()
         if isinstance(exc, RedisReplyError) and str(exc).startswith("NOSCRIPT") and not retry:
             self._start(batch, retry=True)  # Redis restarted or failed over: send it loading the script
             return
