@@ -443,7 +443,7 @@ class Limits:
         """``admit`` without awaiting, for the common case: the in-process limiter, no budget to
         seed, no queue to join. Returns ``LATER`` when the call needs ``admit`` instead."""
         local = self._local
-        if local is None or (self.budgets is not None and not self.budgets.empty):
+        if local is None or not self.admits_now:
             return LATER
         planned = self.plan(principal, end_user, tags, demand)
         if not planned:

@@ -32,6 +32,11 @@ class RedisReplyError(Exception):
     """An error reply from Redis (``-ERR …``)."""
 
 
+def bulk(data: bytes) -> bytes:
+    """One RESP bulk string: a part of a command encoded ahead (see ``PipelinedRedis.send``)."""
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
 def encode_parts(*parts: bytes | str | int | float) -> bytes:
     """Each part as a RESP bulk string, back to back (a command without its array header)."""
     out = []
@@ -42,17 +47,12 @@ def encode_parts(*parts: bytes | str | int | float) -> bytes:
             data = part
         else:
             data = str(part).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        out.append(bulk(data))
     return b"".join(out)
 
 
 def encode_command(*parts: bytes | str | int | float) -> bytes:
     return b"*%d\r\n" % len(parts) + encode_parts(*parts)
-
-
-def bulk(data: bytes) -> bytes:
-    """One RESP bulk string: a part of a command encoded ahead (see ``PipelinedRedis.send``)."""
-    return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 class _Protocol(asyncio.Protocol):

@@ -11,7 +11,7 @@ import pytest
 from sluice.config import LimitsConfig
 from sluice.policies.auth import Principal
 from sluice.policies.budgets import BudgetBook, BudgetRule
-from sluice.policies.limits import Demand, Limits, deployment_capacity, format_reset
+from sluice.policies.limits import LATER, Admission, Demand, Limits, deployment_capacity, format_reset
 from sluice.policies.ratelimit import LocalLimiter, RedisLimiter
 from sluice.schema import GatewayError
 from sluice.store.redis import redis_client
@@ -277,3 +277,27 @@ async def test_deployment_requests_per_minute():
     dep = _Deployment("acct-2", rpm=2)
     answers = [await gate.enter(dep, None, SimpleNamespace(alias="gpt", tickets=None)) for _ in range(3)]
     assert answers[:2] == [None, None] and answers[2] > 0
+
+
+async def test_admitting_without_an_await_matches_admit_and_hands_over_what_it_cannot_do():
+    limits = Limits(LocalLimiter(), settings(models={"gpt": {"concurrency": 1}}, queue={"max_wait": 5}))
+    caller = key({"rpm": 2, "tpm": 100})
+    first = limits.admit_now(caller, None, (), demand())
+    assert isinstance(first, Admission) and first.reservation.remaining[:2] == (1, 85)
+    # the model's one slot is taken: a queueable refusal charges nothing and is handed to admit
+    assert limits.admit_now(caller, None, (), demand()) is LATER
+    assert first.settle_nowait(10, 5, None)
+    second = limits.admit_now(caller, None, (), demand())
+    assert isinstance(second, Admission)
+    second.settle_nowait(10, 5, None)
+    with pytest.raises(GatewayError) as refused:  # the caller's own limit: refused at once, as admit does
+        limits.admit_now(caller, None, (), demand())
+    assert refused.value.code == "rate_limit_exceeded" and "key key_1" in refused.value.message
+    assert limits.refusals["rate_limit_exceeded"] == 1
+
+
+async def test_admitting_without_an_await_is_for_the_in_process_limiter_only():
+    client = redis_client(f"redis://127.0.0.1:{_closed_port()}/0")
+    shared = Limits(RedisLimiter(client, "t", timeout=0.5), settings(), shared=True)
+    assert not shared.admits_now and shared.admit_now(key({"rpm": 1}), None, (), demand()) is LATER
+    await client.aclose()
