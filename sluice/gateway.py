@@ -263,14 +263,11 @@ class Gateway:
         tokenizer loaded, no budget, no queue): True when done, False when ``_reserve`` must run.
         The caller has checked that limits apply (``Limits.applies``)."""
         assert self.limits is not None
-        if not self.limits.admits_now:
-            return False
         known = self._counting_hints.get(alias)
         if known is None or known[0] is not self.router.groups.get(alias):
             return False
-        demand = self._demand(alias, tokens(known[1]))
         try:
-            admission = self.limits.admit_now(call.principal, call.end_user, self._tags(call), demand)
+            admission = self.limits.admit_now(call.principal, call.end_user, alias, tokens, known[1])
         except GatewayError as err:
             self._refused(call, err)
         if admission is LATER:
@@ -565,7 +562,7 @@ class Gateway:
         else:
             tokens_in, tokens_out = 0, 0  # refused, or failed upstream: nothing was produced
         cost = None
-        if tokens_in is not None and tokens_out is not None and admission.charges_cost:
+        if tokens_in is not None and tokens_out is not None and admission.shape.charges_cost:
             cost = self._cost(route.deployment, route.upstream_model, tokens_in, tokens_out, cached)
             loser = route.hedge_loser
             if loser is not None and loser.usage is not None:

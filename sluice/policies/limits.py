@@ -96,6 +96,37 @@ def _amount(measure: str, demand: Demand) -> int:
     return 1
 
 
+_UNIT_MEASURES = frozenset(("requests", "concurrency"))  # their amount is always one
+_TOKEN_KINDS = {"tokens": 0, "input": 1, "output": 2}
+
+
+class _Compiled:
+    """A (caller's limits, alias) pair's checks and what they stand for, made once
+    (``Limits._compiled``). A check that counts tokens holds amount 0 here: the call's own is
+    made per call at ``tokens``' indexes (kind 0: input + output, 1: input, 2: output)."""
+
+    __slots__ = ("checks", "planned", "queueable", "scoped", "shape", "tokens")
+
+    def __init__(self, scoped: Any, planned: list[Planned]) -> None:
+        self.scoped = scoped  # the principal's limits tuple this was made from (compared by identity)
+        self.planned = tuple(planned)
+        self.checks = tuple(p.check for p in planned)
+        self.tokens = tuple((i, _TOKEN_KINDS[p.measure]) for i, p in enumerate(planned) if p.measure in _TOKEN_KINDS)
+        self.queueable = any(p.queueable for p in planned)
+        self.shape = Shape.of(planned)
+
+    def checks_for(self, input_tokens: int, output_tokens: int) -> tuple[Check, ...]:
+        """The checks of a call with these tokens."""
+        if not self.tokens:
+            return self.checks
+        made = list(self.checks)
+        for i, kind in self.tokens:
+            c = made[i]
+            made[i] = Check(c.key, c.limit, c.window, input_tokens + output_tokens if kind == 0 else
+                            input_tokens if kind == 1 else output_tokens)
+        return tuple(made)
+
+
 def _get(limits: Any, name: str) -> int | None:
     return limits.get(name) if isinstance(limits, dict) else getattr(limits, name, None)
 
@@ -121,40 +152,62 @@ def _safe(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
+class Shape:
+    """What each check of a reservation stands for, as the settle and the headers need it:
+    worked out once per (limits, alias) for the common plan, per call otherwise (``of``)."""
+
+    __slots__ = ("charges_cost", "headers", "holds_gauges", "measures")
+
+    def __init__(self, measures: Sequence[str]) -> None:
+        self.measures = tuple(measures)
+        self.holds_gauges = "concurrency" in self.measures
+        self.charges_cost = "budget" in self.measures  # settling needs the call's cost (else it is not worked out)
+        # x-ratelimit-*-requests and -tokens: the header names and the checks that may fill them
+        requests = tuple(i for i, m in enumerate(self.measures) if m == "requests")
+        tokens = tuple(i for i, m in enumerate(self.measures) if m in _TOKEN_MEASURES)
+        self.headers = tuple((at, names) for at, names in ((requests, _REQUEST_HEADERS), (tokens, _TOKEN_HEADERS))
+                             if at)
+
+    @classmethod
+    def of(cls, planned: Sequence[Planned]) -> Shape:
+        return cls([p.measure for p in planned])
+
+
 class Admission:
     """A call's reservation; ``settle`` once when the call ends (idempotent)."""
 
-    __slots__ = ("_done", "_on_release", "_settles_now", "charges_cost", "demand", "headers", "holds_gauges",
-                 "planned", "rate_headers", "reservation", "warnings")
+    __slots__ = ("_done", "_on_release", "_settles_now", "demand", "headers", "rate_headers", "reservation",
+                 "shape", "warnings")
 
-    def __init__(self, demand: Demand, planned: list[Planned], reservation: Reservation | None,
+    def __init__(self, demand: Demand, shape: Shape, reservation: Reservation | None,
                  on_release: Callable[[], None] | None = None, *, report: bool = True) -> None:
         self.demand = demand
-        self.planned = planned
+        self.shape = shape
         self.reservation = reservation
         # x-ratelimit-*, encoded; report=False: nobody reads them (a deployment's own reservation)
-        self.rate_headers = rate_header_pairs(planned, reservation) if reservation is not None and report else []
+        self.rate_headers = rate_header_pairs(shape, reservation) if reservation is not None and report else []
         self.headers: dict[str, str] = {}  # other reports (a budget's warning)
         self.warnings: list[str] = []
         self._on_release = on_release
         self._done = False
-        gauges = cost = False
-        for p in planned:
-            if p.measure == "concurrency":
-                gauges = True
-            elif p.measure == "budget":
-                cost = True  # settling needs the call's cost (else it is not worked out)
-        self.holds_gauges, self.charges_cost = gauges, cost
         # Settled without awaiting: the in-process limiter, and Redis for window checks (its
         # adjustments are queued); a gauge on Redis is released before the queue is told.
-        self._settles_now = hasattr(reservation, "settle_now") and (not gauges or hasattr(reservation, "release_now"))
+        self._settles_now = hasattr(reservation, "settle_now") and (
+            not shape.holds_gauges or hasattr(reservation, "release_now"))
+
+    @property
+    def holds_gauges(self) -> bool:
+        return self.shape.holds_gauges
+
+    @property
+    def charges_cost(self) -> bool:
+        return self.shape.charges_cost
 
     def _amounts(self, input_tokens: int | None, output_tokens: int | None,
                  cost_usd: float | None) -> list[int | None]:
         total = None if input_tokens is None or output_tokens is None else input_tokens + output_tokens
         amounts: list[int | None] = []
-        for p in self.planned:
-            measure = p.measure
+        for measure in self.shape.measures:
             if measure == "tokens":
                 amounts.append(total)
             elif measure == "input":
@@ -179,7 +232,7 @@ class Admission:
             if amount is not None:
                 self.reservation.settle_now(amounts)  # type: ignore[attr-defined]
                 break
-        if self.holds_gauges:
+        if self.shape.holds_gauges:
             self.reservation.release_now()  # type: ignore[attr-defined]
             if self._on_release is not None:
                 self._on_release()
@@ -195,7 +248,7 @@ class Admission:
             if any(a is not None for a in amounts):
                 await self.reservation.settle(amounts)
         finally:
-            if self.holds_gauges:
+            if self.shape.holds_gauges:
                 await self.reservation.release()
                 if self._on_release is not None:
                     self._on_release()
@@ -231,32 +284,31 @@ _RESET_VALUES: dict[int, bytes] = {}
 _TOKEN_MEASURES = frozenset(("tokens", "input", "output"))
 
 
-def rate_header_pairs(planned: Sequence[Planned], reservation: Reservation) -> list[tuple[bytes, bytes]]:
+def rate_header_pairs(shape: Shape, reservation: Reservation) -> list[tuple[bytes, bytes]]:
     """``x-ratelimit-*`` for the tightest request limit and the tightest token limit, as raw
     response header pairs: they go out with every limited call, so they are encoded once, here."""
-    remaining = reservation.remaining
-    requests = tokens = -1
-    for i, p in enumerate(planned):
-        if p.measure == "requests":
-            if requests < 0 or remaining[i] < remaining[requests]:
-                requests = i
-        elif p.measure in _TOKEN_MEASURES and (tokens < 0 or remaining[i] < remaining[tokens]):
-            tokens = i
+    remaining, checks = reservation.remaining, reservation.checks
     pairs: list[tuple[bytes, bytes]] = []
-    if requests >= 0:
-        pairs += ((b"x-ratelimit-limit-requests", b"%d" % planned[requests].check.limit),
-                  (b"x-ratelimit-remaining-requests", b"%d" % remaining[requests]),
-                  (b"x-ratelimit-reset-requests", _reset_value(reservation.reset[requests])))
-    if tokens >= 0:
-        pairs += ((b"x-ratelimit-limit-tokens", b"%d" % planned[tokens].check.limit),
-                  (b"x-ratelimit-remaining-tokens", b"%d" % remaining[tokens]),
-                  (b"x-ratelimit-reset-tokens", _reset_value(reservation.reset[tokens])))
+    for at, names in shape.headers:
+        i = at[0]
+        if len(at) > 1:
+            for j in at[1:]:
+                if remaining[j] < remaining[i]:
+                    i = j
+        reset = reservation.reset[i]
+        value = _RESET_VALUES.get(math.ceil(reset)) if reset >= 1 else None  # a window's: the same every call
+        pairs += ((names[0], b"%d" % checks[i].limit), (names[1], b"%d" % remaining[i]),
+                  (names[2], value or _reset_value(reset)))
     return pairs
+
+
+_REQUEST_HEADERS = (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests", b"x-ratelimit-reset-requests")
+_TOKEN_HEADERS = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens")
 
 
 def rate_headers(planned: Sequence[Planned], reservation: Reservation) -> dict[str, str]:
     """``rate_header_pairs`` as a dict (a refusal's headers)."""
-    return {name.decode(): value.decode() for name, value in rate_header_pairs(planned, reservation)}
+    return {name.decode(): value.decode() for name, value in rate_header_pairs(Shape.of(planned), reservation)}
 
 
 def refusal(planned: Sequence[Planned], reservation: Reservation, now: datetime) -> GatewayError:
@@ -367,7 +419,7 @@ class Limits:
         self.shared = shared  # a Redis limiter: apply the failure policy
         self._local = limiter if isinstance(limiter, LocalLimiter) else None  # reserved without awaiting
         self.queue = CapacityQueue(settings.queue.max_size, settings.queue.max_wait)
-        self._template_cache: dict[tuple[int, str], tuple[Any, list]] = {}
+        self._compiled_cache: dict[tuple[int, str], _Compiled] = {}
         # Plain counters, exported by sluice.observability.metrics when scraped.
         self.failures = 0  # limiter round trips that failed or timed out
         self.refusals: Counter[str] = Counter()  # by error code
@@ -383,26 +435,25 @@ class Limits:
     def plan(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand,
              now: datetime | None = None) -> list[Planned]:
         """The checks this call meets; ``now`` (UTC) places budgets in their periods."""
-        planned = []
-        for key, limit, window, measure, owner, queueable, unit in self._templates(principal, demand.alias):
-            planned.append(unit if unit is not None else
-                           Planned(Check(key, limit, window, _amount(measure, demand)), measure, owner, queueable))
+        compiled = self._compiled(principal, demand.alias)
+        checks = compiled.checks_for(demand.input_tokens, demand.output_tokens)
+        planned = [p if p.check is c else Planned(c, p.measure, p.owner, p.queueable)
+                   for p, c in zip(compiled.planned, checks, strict=True)]
         if end_user and self.settings.end_user is not None:
             planned += rate_checks(f"e:{_safe(end_user)}", f"end user {end_user}", self.settings.end_user, demand)
         if self.budgets is not None and not self.budgets.empty:
             planned += self._budget_checks(principal, end_user, tags, demand, now or datetime.now(timezone.utc))
         return planned
 
-    def _templates(self, principal: Any, alias: str) -> list[tuple[str, int, float, str, str, bool, Planned | None]]:
+    def _compiled(self, principal: Any, alias: str) -> _Compiled:
         """The caller's and the model's limits for ``alias``, worked out once per (limits, alias):
         a principal comes from the auth cache, so its ``limits`` tuple is the same object on every
-        call until the key, user or team changes. Each comes with its check ready made when its
-        amount is always one (a request, a call in flight): nothing changes it afterwards."""
+        call until the key, user or team changes."""
         scoped = getattr(principal, "limits", ()) or ()
         slot = (id(scoped), alias)
-        cached = self._template_cache.get(slot)
-        if cached is not None and cached[0] is scoped:
-            return cached[1]
+        compiled = self._compiled_cache.get(slot)
+        if compiled is not None and compiled.scoped is scoped:
+            return compiled
         rules: list[tuple[str, int, float, str, str, bool]] = []
         for scope, subject_id, limits in scoped:
             prefix, owner = f"{scope[0]}:{subject_id}", f"{scope} {subject_id}"
@@ -418,14 +469,13 @@ class Limits:
         if capacity:
             rules += [(*t, f"the capacity of model {alias}", True)
                       for t in rate_templates(f"cap:{_safe(alias)}", capacity)]
-        out = [(key, limit, window, measure, owner, queueable,
-                Planned(Check(key, limit, window, 1), measure, owner, queueable)
-                if measure in ("requests", "concurrency") else None)
-               for key, limit, window, measure, owner, queueable in rules]
-        if len(self._template_cache) > 10_000:
-            self._template_cache.clear()
-        self._template_cache[slot] = (scoped, out)
-        return out
+        compiled = _Compiled(scoped, [Planned(Check(key, limit, window, int(measure in _UNIT_MEASURES)), measure,
+                                              owner, queueable)
+                                      for key, limit, window, measure, owner, queueable in rules])
+        if len(self._compiled_cache) > 10_000:
+            self._compiled_cache.clear()
+        self._compiled_cache[slot] = compiled
+        return compiled
 
     def _budget_checks(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand,
                        now: datetime) -> list[Planned]:
@@ -438,30 +488,55 @@ class Limits:
         cost = to_nano(demand.max_cost()) if demand.max_cost is not None else 0
         return [Planned(rule.check(cost, now), "budget", rule.label, budget=rule) for rule in rules]
 
-    def admit_now(self, principal: Any, end_user: str | None, tags: Sequence[str],
-                  demand: Demand) -> Admission | None | object:
+    def admit_now(self, principal: Any, end_user: str | None, alias: str,
+                  tokens: Callable[[Any], tuple[int, int]], hint: Any = None) -> Admission | None | object:
         """``admit`` without awaiting, for the common case: the in-process limiter, no budget to
-        seed, no queue to join. Returns ``LATER`` when the call needs ``admit`` instead."""
+        seed, no queue to join. ``tokens(hint)`` gives the call's (input, output) tokens; it is
+        asked only when a limit counts tokens. Returns ``LATER`` when the call needs ``admit``.
+
+        Every limited call of a single instance runs this, so the caller's checks come ready
+        made (``_compiled``): only those counting tokens are made per call."""
         local = self._local
-        if local is None or not self.admits_now:
+        if local is None or (self.budgets is not None and not self.budgets.empty):
             return LATER
-        planned = self.plan(principal, end_user, tags, demand)
+        if end_user and self.settings.end_user is not None:
+            return self._admit_planned_now(local, principal, end_user, Demand(alias, *tokens(hint)))
+        compiled = self._compiled(principal, alias)
+        checks = compiled.checks
+        if not checks:
+            return None
+        queueable = compiled.queueable and self.settings.queue.enabled
+        if queueable and self.queue.waiting(alias):
+            return LATER  # others are waiting for this model: join them
+        input_tokens = output_tokens = 0
+        if compiled.tokens:
+            input_tokens, output_tokens = tokens(hint)
+            checks = compiled.checks_for(input_tokens, output_tokens)
+        res = local.reserve_now(checks, local.clock())
+        demand = Demand(alias, input_tokens, output_tokens)
+        if not res.ok:
+            failed = compiled.planned[res.failed or 0]
+            if queueable and failed.queueable and not math.isinf(res.retry_after):
+                return LATER  # nothing was charged: admit queues the call
+            self._refuse(self.plan(principal, None, (), demand), res, None)
+        shape = compiled.shape
+        return Admission(demand, shape, res, self._notifier(alias) if shape.holds_gauges else None)
+
+    def _admit_planned_now(self, local: LocalLimiter, principal: Any, end_user: str | None,
+                           demand: Demand) -> Admission | None | object:
+        """``admit_now`` for a plan made per call (an end user's limits)."""
+        planned = self.plan(principal, end_user, (), demand)
         if not planned:
             return None
-        queueable = False
-        if self.settings.queue.enabled:
-            for p in planned:
-                if p.queueable:
-                    queueable = True
-                    if self.queue.waiting(demand.alias):
-                        return LATER  # others are waiting for this model: join them
-                    break
+        queueable = self.settings.queue.enabled and any(p.queueable for p in planned)
+        if queueable and self.queue.waiting(demand.alias):
+            return LATER
         res = local.reserve_now(tuple([p.check for p in planned]), local.clock())
         if not res.ok:
             if queueable and planned[res.failed or 0].queueable and not math.isinf(res.retry_after):
-                return LATER  # nothing was charged: admit queues the call
+                return LATER
             self._refuse(planned, res, None)
-        return Admission(demand, planned, res, self._notifier(demand.alias))
+        return Admission(demand, Shape.of(planned), res, self._notifier(demand.alias))
 
     @property
     def admits_now(self) -> bool:
@@ -476,6 +551,12 @@ class Limits:
     async def admit(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand) -> Admission | None:
         """Reserve, or raise the 429 (or 503 when the limiter is down and the policy is closed)."""
         budgeted = self.budgets is not None and not self.budgets.empty
+        if not budgeted and not (end_user and self.settings.end_user is not None):
+            compiled = self._compiled(principal, demand.alias)
+            if not compiled.checks:
+                return None
+            if not (compiled.queueable and self.settings.queue.enabled):
+                return await self._admit_compiled(compiled, principal, demand)
         now = datetime.now(timezone.utc) if budgeted else None
         planned = self.plan(principal, end_user, tags, demand, now)
         if not planned:
@@ -493,10 +574,22 @@ class Limits:
             return self._limiter_down()
         if not res.ok:
             self._refuse(planned, res, now)
-        admission = Admission(demand, planned, res, self._notifier(demand.alias))
+        admission = Admission(demand, Shape.of(planned), res, self._notifier(demand.alias))
         if budgeted:
             self._soft_warnings(admission, planned, res)
         return admission
+
+    async def _admit_compiled(self, compiled: _Compiled, principal: Any, demand: Demand) -> Admission | None:
+        """``admit`` for the common plan (no budget, no end user's limits, no queue): the
+        caller's checks come ready made, as in ``admit_now``."""
+        try:
+            res = await self._reserve(compiled.checks_for(demand.input_tokens, demand.output_tokens), _no_seed)
+        except LimiterUnavailable:
+            return self._limiter_down()
+        if not res.ok:
+            self._refuse(self.plan(principal, None, (), demand), res, None)
+        shape = compiled.shape
+        return Admission(demand, shape, res, self._notifier(demand.alias) if shape.holds_gauges else None)
 
     def _notifier(self, alias: str) -> Callable[[], None]:
         return lambda: self.queue.notify(alias)
@@ -690,7 +783,7 @@ class DeploymentLimits:
         if not res.ok:
             self.limits.refusals["deployment_rate_limit"] += 1
             return res.retry_after
-        route.tickets = [*(route.tickets or ()), DeploymentTicket(dep.name, Admission(demand, planned, res, report=False))]
+        route.tickets = [*(route.tickets or ()), DeploymentTicket(dep.name, Admission(demand, Shape.of(planned), res, report=False))]
         return None
 
 

@@ -284,17 +284,23 @@ class LocalLimiter:
         """Synchronous: nothing else runs between reading the totals and charging them.
 
         Every limited call runs this, so a sliding log's purge and charge are written out here
-        rather than called."""
-        if next(self._seq) % 4096 == 0:
+        rather than called, and a log's usage is read once."""
+        numbers = self._seq
+        if next(numbers) % 4096 == 0:
             self._sweep(now)
+        get = self._slots.get
         slots: list[_Slot] = []
         failed, retry = None, 0.0
         for i, check in enumerate(checks):
-            slot = self._slots.get(check.key) if check.period is None else None
+            slot = get(check.key) if check.period is None else None
             if type(slot) is _Log:
                 entries = slot.entries
                 if entries and entries[0][0] <= now:
-                    slot.purge(now)
+                    amounts = slot.amounts
+                    while entries and entries[0][0] <= now:
+                        amount = amounts.pop(entries.popleft()[1], None)
+                        if amount is not None:
+                            slot.total -= amount
             else:
                 slot = self._slot(check, now)
             slots.append(slot)
@@ -307,12 +313,11 @@ class LocalLimiter:
                         failed, retry = i, wait
         held: list[list] = []
         remaining, reset = [], []
-        for check, slot in zip(checks, slots, strict=True):
-            kind = type(slot)
-            if failed is None:
-                amount = check.amount
-                if amount and kind is _Log:
-                    seq = next(self._seq)
+        for check, slot in zip(checks, slots):
+            if type(slot) is _Log:
+                amount = check.amount if failed is None else 0
+                if amount:
+                    seq = next(numbers)
                     expiry = now + check.window
                     entries = slot.entries  # type: ignore[union-attr]
                     if not entries or expiry >= entries[-1][0]:
@@ -323,22 +328,23 @@ class LocalLimiter:
                     slot.total += amount
                     if expiry > slot.newest:  # type: ignore[union-attr]
                         slot.newest = expiry  # type: ignore[union-attr]
-                else:
-                    seq = self._charge(slot, check, now)
-                held.append([slot, seq, amount])
-            left = check.limit - slot.total
-            remaining.append(left if left > 0 else 0)
-            if kind is _Log:
+                    held.append([slot, seq, amount])
+                elif failed is None:
+                    held.append([slot, 0, 0])
+                left = check.limit - slot.total
+                remaining.append(left if left > 0 else 0)
                 if slot.entries:  # type: ignore[union-attr]
                     wait = slot.newest - now  # type: ignore[union-attr]
                     reset.append(wait if wait > 0 else 0.0)
                 else:
                     reset.append(0.0)
                     self._slots.pop(check.key, None)
-            elif kind is _Counter:
-                reset.append(max(slot.ends - now, 0.0))  # type: ignore[union-attr]
-            else:
-                reset.append(0.0)
+                continue
+            if failed is None:
+                held.append([slot, self._charge(slot, check, now), check.amount])
+            left = check.limit - slot.total
+            remaining.append(left if left > 0 else 0)
+            reset.append(max(slot.ends - now, 0.0) if type(slot) is _Counter else 0.0)  # type: ignore[union-attr]
         return LocalReservation(checks, failed, retry, tuple(remaining), tuple(reset), held)
 
     def _sweep(self, now: float) -> None:

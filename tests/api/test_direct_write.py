@@ -87,3 +87,15 @@ async def test_the_request_context_answers_in_one_write_with_the_request_id():
     await RequestContext(app, access_log_enabled=False)(cycle.scope, cycle.receive, cycle.send)
     (written,) = cycle.transport.written
     assert b"\r\nx-request-id: " in written and written.endswith(body) and cycle.response_complete
+
+
+async def test_header_checks_are_uvicorns_own():
+    body = b"{}"
+    for name, value in ((b"x evil", b"1"), (b"x-evil:", b"1"), (b"x-\x7f", b"1"), (b"x-nul", b"a\x00b"),
+                        (b"x-lf", b"a\nb")):
+        cycle = _cycle()
+        assert not write_head_and_body(cycle, _json_start(body, [(name, value)]),
+                                       {"type": "http.response.body", "body": body}), (name, value)
+    cycle = _cycle()  # a tab may be in a value, as uvicorn allows
+    assert write_head_and_body(cycle, _json_start(body, [(b"x-tab", b"a\tb")]), {"type": "http.response.body", "body": body})
+    assert b"x-tab: a\tb\r\n" in cycle.transport.written[0]

@@ -282,16 +282,20 @@ async def test_deployment_requests_per_minute():
 async def test_admitting_without_an_await_matches_admit_and_hands_over_what_it_cannot_do():
     limits = Limits(LocalLimiter(), settings(models={"gpt": {"concurrency": 1}}, queue={"max_wait": 5}))
     caller = key({"rpm": 2, "tpm": 100})
-    first = limits.admit_now(caller, None, (), demand())
+
+    def tokens(hint):
+        return 10, 5
+
+    first = limits.admit_now(caller, None, "gpt", tokens)
     assert isinstance(first, Admission) and first.reservation.remaining[:2] == (1, 85)
     # the model's one slot is taken: a queueable refusal charges nothing and is handed to admit
-    assert limits.admit_now(caller, None, (), demand()) is LATER
+    assert limits.admit_now(caller, None, "gpt", tokens) is LATER
     assert first.settle_nowait(10, 5, None)
-    second = limits.admit_now(caller, None, (), demand())
+    second = limits.admit_now(caller, None, "gpt", tokens)
     assert isinstance(second, Admission)
     second.settle_nowait(10, 5, None)
     with pytest.raises(GatewayError) as refused:  # the caller's own limit: refused at once, as admit does
-        limits.admit_now(caller, None, (), demand())
+        limits.admit_now(caller, None, "gpt", tokens)
     assert refused.value.code == "rate_limit_exceeded" and "key key_1" in refused.value.message
     assert limits.refusals["rate_limit_exceeded"] == 1
 
@@ -299,5 +303,38 @@ async def test_admitting_without_an_await_matches_admit_and_hands_over_what_it_c
 async def test_admitting_without_an_await_is_for_the_in_process_limiter_only():
     client = redis_client(f"redis://127.0.0.1:{_closed_port()}/0")
     shared = Limits(RedisLimiter(client, "t", timeout=0.5), settings(), shared=True)
-    assert not shared.admits_now and shared.admit_now(key({"rpm": 1}), None, (), demand()) is LATER
+    assert not shared.admits_now and shared.admit_now(key({"rpm": 1}), None, "gpt", lambda hint: (1, 1)) is LATER
     await client.aclose()
+
+
+async def test_admitting_without_an_await_counts_tokens_only_for_a_limit_that_needs_them():
+    limits = Limits(LocalLimiter(), settings())
+    asked = []
+
+    def tokens(hint):
+        asked.append(hint)
+        return 30, 20
+
+    assert isinstance(limits.admit_now(key({"rpm": 5}), None, "gpt", tokens, "gpt-4o"), Admission)
+    assert asked == []
+    admission = limits.admit_now(key({"rpm": 5, "output_tpm": 100}, key_id="key_2"), None, "gpt", tokens, "gpt-4o")
+    assert asked == ["gpt-4o"] and admission.reservation.remaining == (4, 80)
+    assert dict(admission.rate_headers)[b"x-ratelimit-remaining-tokens"] == b"80"
+
+
+async def test_admitting_without_an_await_names_the_calls_own_amount_when_too_large():
+    limits = Limits(LocalLimiter(), settings())
+    with pytest.raises(GatewayError) as refused:
+        limits.admit_now(key({"tpm": 100}), None, "gpt", lambda hint: (90, 50))
+    assert refused.value.code == "request_too_large" and "needs 140 tokens" in refused.value.message
+
+
+async def test_admitting_without_an_await_adds_an_end_users_limits():
+    limits = Limits(LocalLimiter(), settings(end_user={"rpm": 1}))
+    caller = key({"rpm": 10})
+    first = limits.admit_now(caller, "alice", "gpt", lambda hint: (1, 1))
+    assert isinstance(first, Admission) and first.reservation.remaining == (9, 0)
+    with pytest.raises(GatewayError) as refused:
+        limits.admit_now(caller, "alice", "gpt", lambda hint: (1, 1))
+    assert "end user alice" in refused.value.message
+    assert isinstance(limits.admit_now(caller, "bob", "gpt", lambda hint: (1, 1)), Admission)
