@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from sluice.policies.budgets import BudgetBook, BudgetRule, Subject, to_nano
 from sluice.policies.ratelimit import Check, Limiter, LocalLimiter, Reservation
@@ -418,6 +418,7 @@ class Limits:
         self.capacity = capacity or {}
         self.shared = shared  # a Redis limiter: apply the failure policy
         self._local = limiter if isinstance(limiter, LocalLimiter) else None  # reserved without awaiting
+        self._send_reserve = getattr(limiter, "send_reserve", None) if shared else None
         self.queue = CapacityQueue(settings.queue.max_size, settings.queue.max_wait)
         self._compiled_cache: dict[tuple[int, str], _Compiled] = {}
         # Plain counters, exported by sluice.observability.metrics when scraped.
@@ -548,15 +549,22 @@ class Limits:
         self.refusals[err.code or "rate_limit"] += 1
         raise err
 
-    async def admit(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand) -> Admission | None:
-        """Reserve, or raise the 429 (or 503 when the limiter is down and the policy is closed)."""
+    def admit(self, principal: Any, end_user: str | None, tags: Sequence[str],
+              demand: Demand) -> Awaitable[Admission | None]:
+        """Reserve, or raise the 429 (or 503 when the limiter is down and the policy is closed).
+
+        Not a coroutine itself: it hands over the one that does the work, so the caller's await
+        reaches the limiter's reply through one coroutine fewer."""
         budgeted = self.budgets is not None and not self.budgets.empty
         if not budgeted and not (end_user and self.settings.end_user is not None):
             compiled = self._compiled(principal, demand.alias)
-            if not compiled.checks:
-                return None
             if not (compiled.queueable and self.settings.queue.enabled):
-                return await self._admit_compiled(compiled, principal, demand)
+                return self._admit_compiled(compiled, principal, demand)
+        return self._admit_planned(principal, end_user, tags, demand, budgeted)
+
+    async def _admit_planned(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand,
+                             budgeted: bool) -> Admission | None:
+        """``admit`` with the plan made per call: budgets, an end user's limits, or the queue."""
         now = datetime.now(timezone.utc) if budgeted else None
         planned = self.plan(principal, end_user, tags, demand, now)
         if not planned:
@@ -581,9 +589,25 @@ class Limits:
 
     async def _admit_compiled(self, compiled: _Compiled, principal: Any, demand: Demand) -> Admission | None:
         """``admit`` for the common plan (no budget, no end user's limits, no queue): the
-        caller's checks come ready made, as in ``admit_now``."""
+        caller's checks come ready made, as in ``admit_now``. A limiter that can send the
+        reservation at once (``send_reserve``: Sluice's Redis client, connected) is awaited here,
+        with no coroutine of its own in between: each one is paid again when the reply wakes the call."""
+        if not compiled.checks:
+            return None
+        checks = compiled.checks_for(demand.input_tokens, demand.output_tokens)
+        res = None
         try:
-            res = await self._reserve(compiled.checks_for(demand.input_tokens, demand.output_tokens), _no_seed)
+            sent = self._send_reserve(checks) if self._send_reserve is not None else None
+            if sent is not None:
+                try:
+                    res = self.limiter.reservation(checks, sent[0], await sent[1])  # type: ignore[attr-defined]
+                except (GatewayError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - any limiter failure goes through the policy
+                    if not self.limiter.script_missing(exc):  # type: ignore[attr-defined]
+                        self._unavailable(exc)
+            if res is None:  # not sent, or Redis lost the script: the limiter's own way (it loads it)
+                res = await self._reserve(checks, _no_seed)
         except LimiterUnavailable:
             return self._limiter_down()
         if not res.ok:
@@ -634,9 +658,12 @@ class Limits:
         except Exception as exc:  # noqa: BLE001 - any limiter failure goes through the policy
             if not self.shared:
                 raise
-            self.failures += 1
-            self._log_failure(exc)
-            raise LimiterUnavailable from exc
+            self._unavailable(exc)
+
+    def _unavailable(self, exc: Exception) -> NoReturn:
+        self.failures += 1
+        self._log_failure(exc)
+        raise LimiterUnavailable from exc
 
     def _log_failure(self, exc: Exception) -> None:
         now = time.monotonic()

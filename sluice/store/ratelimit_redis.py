@@ -358,7 +358,7 @@ class RedisLimiter:
                     future.cancel()
             return
         exc = reply.exception()
-        if isinstance(exc, RedisReplyError) and str(exc).startswith("NOSCRIPT") and not retry:
+        if self.script_missing(exc) and not retry:
             self._start(batch, retry=True)  # Redis restarted or failed over: send it loading the script
             return
         unwatched = 0
@@ -425,7 +425,24 @@ class RedisLimiter:
                 seeded[i] = replace(checks[i], seed=int(value))  # type: ignore[type-var]
             checks = tuple(seeded)
             rid, raw = await self._reserve_once(checks, now)
-        return self._reservation(checks, rid, raw)
+        return self.reservation(checks, rid, raw)
+
+    def send_reserve(self, checks: Sequence[CheckLike]) -> tuple[str, asyncio.Future] | None:
+        """Send the reservation of ``checks`` (windows and gauges: nothing to seed; Redis's clock)
+        in this turn of the loop, when Sluice's own client is connected: the reservation id and
+        the reply's future, for ``reservation``. None: not sent, use ``reserve``. A reply that
+        fails ``script_missing`` asks for ``reserve``, which loads the script."""
+        if not self._pipelined:
+            return None
+        checks = tuple(checks)
+        rid = f"{self._rid_prefix}{next(self._rids):x}"
+        reply = self._script.send_now(1 + 7 * len(checks) + 3, self._encode_reserve(checks, None, rid), self.timeout)
+        return None if reply is None else (rid, reply)
+
+    @staticmethod
+    def script_missing(exc: BaseException) -> bool:
+        """Redis restarted or failed over and lost the script (NOSCRIPT)."""
+        return isinstance(exc, RedisReplyError) and str(exc).startswith("NOSCRIPT")
 
     async def _reserve_once(self, checks: tuple[CheckLike, ...], now: float | None) -> tuple[str, Any]:
         rid = f"{self._rid_prefix}{next(self._rids):x}"
@@ -437,7 +454,7 @@ class RedisLimiter:
             try:
                 return rid, await reply
             except RedisReplyError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
+                if not self.script_missing(exc):
                     raise
                 return rid, await self._script.call(count, encoded, self.timeout)  # loads the script
         keys: list[str] = []
@@ -466,7 +483,8 @@ class RedisLimiter:
             parts += (around[0], bulk(b"%d" % c.amount), around[1])
         return b"".join(parts)
 
-    def _reservation(self, checks: tuple[CheckLike, ...], rid: str, raw: Any) -> RedisReservation:
+    def reservation(self, checks: tuple[CheckLike, ...], rid: str, raw: Any) -> RedisReservation:
+        """The reservation a reserve script's reply stands for."""
         failed = int(raw[0])
         if failed == -2:
             raise RuntimeError("period counters still unseeded after seeding")

@@ -12,7 +12,7 @@ from sluice.config import LimitsConfig
 from sluice.policies.auth import Principal
 from sluice.policies.budgets import BudgetBook, BudgetRule
 from sluice.policies.limits import LATER, Admission, Demand, Limits, deployment_capacity, format_reset
-from sluice.policies.ratelimit import LocalLimiter, RedisLimiter
+from sluice.policies.ratelimit import Check, LocalLimiter, RedisLimiter
 from sluice.schema import GatewayError
 from sluice.store.redis import redis_client
 from sluice.store.resp import PipelinedRedis
@@ -338,3 +338,31 @@ async def test_admitting_without_an_await_adds_an_end_users_limits():
         limits.admit_now(caller, "alice", "gpt", lambda hint: (1, 1))
     assert "end user alice" in refused.value.message
     assert isinstance(limits.admit_now(caller, "bob", "gpt", lambda hint: (1, 1)), Admission)
+
+
+async def test_a_shared_reservation_sent_at_once_survives_redis_losing_its_script(redis_url, redis_prefix):
+    """Sluice's own client sends the reservation in the caller's turn (send_reserve); after a
+    SCRIPT FLUSH (a restart, a failover) the call goes the limiter's own way, which loads it."""
+    import redis.asyncio as redis
+
+    client = PipelinedRedis(redis_url)
+    inspect = redis.from_url(redis_url)
+    limits = Limits(RedisLimiter(client, f"{redis_prefix}:sent", timeout=2.0), settings(), shared=True)
+    caller = key({"rpm": 3, "tpm": 1000}, key_id="key_sent")
+    try:
+        first = await limits.admit(caller, None, (), demand())  # connects: the limiter's own way
+        second = await limits.admit(caller, None, (), demand())  # connected: sent at once
+        assert [a.reservation.remaining for a in (first, second)] == [(2, 985), (1, 970)]
+        await inspect.script_flush()
+        third = await limits.admit(caller, None, (), demand())
+        assert third.reservation.remaining == (0, 955)
+        with pytest.raises(GatewayError) as refused:
+            await limits.admit(caller, None, (), demand())
+        assert refused.value.code == "rate_limit_exceeded" and limits.failures == 0
+        third.settle_nowait(10, 0, None)  # settled to 10 tokens: 5 of 15 given back
+        await limits.limiter.drain()
+        peek = await limits.limiter.reserve([Check(first.reservation.checks[1].key, 1000, 60.0, 0)])
+        assert peek.remaining == (960,)
+    finally:
+        await client.aclose()
+        await inspect.aclose()
