@@ -188,6 +188,7 @@ def _num(value: float) -> str:
 
 
 _RESERVE, _ADJUST, _SERVER_CLOCK = bulk(b"reserve"), bulk(b"adjust"), bulk(b"")
+_EMPTY = bulk(b"")
 
 
 class Adjustment(NamedTuple):
@@ -217,40 +218,41 @@ class RedisReservation:
         self._held = [0] * len(checks) if failed is not None else [max(c.amount, 0) for c in checks]
 
     async def settle(self, amounts: Sequence[int | None]) -> None:
-        adjustment = self._adjustment(self._wanted(amounts))
+        adjustment = self._adjustment(amounts)
         if adjustment is not None:
             await self._limiter.adjust(adjustment)
 
     def settle_now(self, amounts: Sequence[int | None]) -> None:
         """``settle`` without waiting for Redis: the adjustment leaves with the others of this
         moment, and a failure is logged by the limiter (the reservation then stays as charged)."""
-        adjustment = self._adjustment(self._wanted(amounts))
+        adjustment = self._adjustment(amounts)
         if adjustment is not None:
             self._limiter.adjust_nowait(adjustment)
 
     async def release(self) -> None:
-        adjustment = self._adjustment({i: 0 for i, c in enumerate(self.checks) if c.window == 0 and c.period is None})
+        adjustment = self._adjustment([0 if c.window == 0 and c.period is None else None for c in self.checks])
         if adjustment is not None:
             await self._limiter.adjust(adjustment)
-
-    def _wanted(self, amounts: Sequence[int | None]) -> dict[int, int]:
-        if len(amounts) != len(self.checks):
-            raise ValueError("settle needs one amount (or None) per check")
-        return {i: a for i, a in enumerate(amounts) if a is not None}
 
     def _member(self, i: int, amount: int) -> str:
         return f"c:{amount}" if self.checks[i].period is not None else f"{self._rid}:{i}:{amount}"
 
-    def _adjustment(self, wanted: dict[int, int]) -> Adjustment | None:
-        """The adjust script's keys and arguments that move each held entry to its wanted amount."""
+    def _adjustment(self, amounts: Sequence[int | None]) -> Adjustment | None:
+        """The adjust script's keys and arguments that move each held entry to ``amounts[i]``
+        (None: as it is)."""
+        if len(amounts) != len(self.checks):
+            raise ValueError("settle needs one amount (or None) per check")
         changes = []
-        for i, amount in wanted.items():
-            held = self._held[i]
+        held_amounts = self._held
+        for i, amount in enumerate(amounts):
+            if amount is None:
+                continue
+            held = held_amounts[i]
             if not held or amount < 0 or amount == held:
                 continue
             changes.append((self.checks[i], self._member(i, held), self._member(i, amount) if amount > 0 else "",
                             amount - held))
-            self._held[i] = amount
+            held_amounts[i] = amount
         return self._limiter.adjustment(changes) if changes else None
 
 
@@ -273,7 +275,8 @@ class RedisLimiter:
         # arguments are encoded once, not on every call.
         self._pipelined = isinstance(client, PipelinedRedis)
         self._encoded_keys: dict[str, bytes] = {}
-        self._encoded_fixed: dict[tuple, tuple[bytes, bytes]] = {}  # a check's arguments around its amount
+        self._encoded_fixed: dict[tuple, tuple[bytes, bytes, bytes]] = {}  # a check's keys, arguments around its amount
+        self._encoded_ttl: dict[float, bytes] = {}  # the adjust script's TTL argument per window
         # Reservation ids: unique per limiter (random) and per reservation (a counter), so no
         # random draw (a system call) per call.
         self._rid_prefix = secrets.token_hex(6)
@@ -292,10 +295,14 @@ class RedisLimiter:
         """The adjust script's part for ``changes``: (check, old member, new member or "", delta).
         Sluice's own client gets it encoded (the keys were encoded when reserving)."""
         if self._pipelined:
-            keys = b"".join([self._keys_bulk(c.key) for c, _, _, _ in changes])
-            args = b"".join([bulk(old.encode()) + bulk(new.encode()) + bulk(b"%d" % delta) + bulk(b"%d" % self.ttl_ms(c))
-                             for c, old, new, delta in changes])
-            return Adjustment(keys, args, 2 * len(changes), 4 * len(changes))
+            keys, args = [], []
+            for c, old, new, delta in changes:
+                keys.append(self._keys_bulk(c.key))
+                ttl = self._encoded_ttl.get(c.window)
+                if ttl is None:
+                    ttl = self._encoded_ttl[c.window] = bulk(b"%d" % self.ttl_ms(c))
+                args += (bulk(old.encode()), bulk(new.encode()) if new else _EMPTY, bulk(b"%d" % delta), ttl)
+            return Adjustment(b"".join(keys), b"".join(args), 2 * len(changes), 4 * len(changes))
         key_list: list[str] = []
         arg_list: list[str] = []
         for c, old, new, delta in changes:
@@ -470,28 +477,31 @@ class RedisLimiter:
         encoded_fixed = self._encoded_fixed
         if len(encoded_fixed) > 10_000:  # counters' seeds vary: start over
             encoded_fixed.clear()
-        parts = [bulk(b"%d" % (2 * len(checks)))]
-        parts += [self._keys_bulk(c.key) for c in checks]
-        parts += (_RESERVE, _SERVER_CLOCK if now is None else bulk(_num(now).encode()), bulk(rid.encode()))
+        keys = [bulk(b"%d" % (2 * len(checks)))]
+        args = [_RESERVE, _SERVER_CLOCK if now is None else bulk(_num(now).encode()), bulk(rid.encode())]
         for c in checks:
-            fixed = (c.limit, c.window, c.period, c.seed)
-            around = encoded_fixed.get(fixed)
-            if around is None:
+            fixed = (c.key, c.limit, c.window, c.period, c.seed)
+            encoded = encoded_fixed.get(fixed)
+            if encoded is None:
                 seed = b"" if c.seed is None else b"%d" % int(c.seed)
-                around = encoded_fixed[fixed] = (bulk(b"%d" % c.limit) + bulk(_num(self._life(c)).encode()),
-                                                 bulk(_kind(c).encode()) + bulk(seed))
-            parts += (around[0], bulk(b"%d" % c.amount), around[1])
-        return b"".join(parts)
+                encoded = encoded_fixed[fixed] = (self._keys_bulk(c.key),
+                                                  bulk(b"%d" % c.limit) + bulk(_num(self._life(c)).encode()),
+                                                  bulk(_kind(c).encode()) + bulk(seed))
+            keys.append(encoded[0])
+            args += (encoded[1], bulk(b"%d" % c.amount), encoded[2])
+        return b"".join(keys + args)
 
     def reservation(self, checks: tuple[CheckLike, ...], rid: str, raw: Any) -> RedisReservation:
         """The reservation a reserve script's reply stands for."""
         failed = int(raw[0])
         if failed == -2:
             raise RuntimeError("period counters still unseeded after seeding")
-        totals = [int(x) for x in raw[3::2]]
-        remaining = tuple(max(c.limit - t, 0) for c, t in zip(checks, totals, strict=True))
-        reset = tuple(float(x) for x in raw[4::2])
-        return RedisReservation(self, checks, None if failed < 0 else failed, float(raw[1]), remaining, reset, rid)
+        remaining = []
+        for c, total in zip(checks, map(int, raw[3::2]), strict=True):
+            left = c.limit - total
+            remaining.append(left if left > 0 else 0)
+        return RedisReservation(self, checks, None if failed < 0 else failed, float(raw[1]), tuple(remaining),
+                                tuple(map(float, raw[4::2])), rid)
 
 
 __all__ = ["Adjustment", "CheckLike", "RedisLimiter", "RedisReservation"]
