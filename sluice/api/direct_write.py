@@ -35,6 +35,9 @@ if RequestResponseCycle is not None:
     _BAD_NAME_BYTES, _BAD_VALUE_BYTES = _bytes_matching(HEADER_RE), _bytes_matching(HEADER_VALUE_RE)
 
 
+_HEADER_LINE = b"%s: %s\r\n"
+
+
 def _has_any(data: bytes, bad: bytes) -> bool:
     return len(data.translate(None, bad)) != len(data)
 
@@ -61,22 +64,25 @@ def write_head_and_body(cycle: Any, start: dict, body: dict) -> bool:
     if cycle.response_started or cycle.disconnected or cycle.flow.write_paused:
         return False
     status = start["status"]
-    headers = start.get("headers", ())
     data = body.get("body", b"")
     more = body.get("more_body", False)
-    # uvicorn's validity checks, over all names and all values at once (a tab may be in a value)
-    if _has_any(b"".join([n for n, _ in headers]), _BAD_NAME_BYTES) or _has_any(
-            b"\t".join([v for _, v in headers]), _BAD_VALUE_BYTES):
-        return False
     content = [STATUS_LINE[status]]
     length = None
-    for name, value in headers:
-        lower = name.lower()
-        if lower == b"content-length":
-            length = int(value)
-        elif lower in (b"transfer-encoding", b"connection"):
+    headers = start.get("headers")
+    if headers:
+        # All names and all values at once, in C loops: a response carries a dozen headers.
+        names, values = zip(*headers)
+        # uvicorn's validity checks (a tab may be in a value, no name holds a newline)
+        if _has_any(b"".join(names), _BAD_NAME_BYTES) or _has_any(b"\t".join(values), _BAD_VALUE_BYTES):
             return False
-        content += (lower, b": ", value, b"\r\n")
+        lowered = b"\n".join(names).lower().split(b"\n")
+        if b"transfer-encoding" in lowered or b"connection" in lowered:
+            return False
+        if b"content-length" in lowered:
+            if lowered.count(b"content-length") > 1:
+                return False
+            length = int(values[lowered.index(b"content-length")])
+        content += map(_HEADER_LINE.__mod__, zip(lowered, values))
     if length is not None and (more or length != len(data)):
         return False  # a body in several parts under a length: uvicorn's own bookkeeping
     if not cycle.keep_alive:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from random import getrandbits
 import time
+from functools import partial
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
@@ -71,6 +72,9 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
+_latin1 = partial(bytes.decode, encoding="latin-1")
+
+
 class ModelRequest:
     """What the model routes read of a request, straight from the ASGI scope: its headers as one
     dict (ASGI names are lower-case; the first of a repeated header wins, as with Starlette's
@@ -81,12 +85,13 @@ class ModelRequest:
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
         self._receive = receive
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            key = name.decode("latin-1")
-            if key not in headers:
-                headers[key] = value.decode("latin-1")
-        self.headers = headers
+        raw = scope["headers"]
+        if raw:
+            # in C loops: the last of equal keys stays in a dict, so the pairs go in reversed
+            names, values = zip(*reversed(raw))
+            self.headers: dict[str, str] = dict(zip(map(_latin1, names), map(_latin1, values)))
+        else:
+            self.headers = {}
 
     async def body(self) -> bytes:
         chunks: list[bytes] = []

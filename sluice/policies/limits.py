@@ -113,7 +113,7 @@ class _Compiled:
         self.checks = tuple(p.check for p in planned)
         self.tokens = tuple((i, _TOKEN_KINDS[p.measure]) for i, p in enumerate(planned) if p.measure in _TOKEN_KINDS)
         self.queueable = any(p.queueable for p in planned)
-        self.shape = Shape.of(planned)
+        self.shape = Shape(planned)
 
     def checks_for(self, input_tokens: int, output_tokens: int) -> tuple[Check, ...]:
         """The checks of a call with these tokens."""
@@ -158,19 +158,17 @@ class Shape:
 
     __slots__ = ("charges_cost", "headers", "holds_gauges", "measures")
 
-    def __init__(self, measures: Sequence[str]) -> None:
-        self.measures = tuple(measures)
+    def __init__(self, planned: Sequence[Planned]) -> None:
+        self.measures = tuple(p.measure for p in planned)
         self.holds_gauges = "concurrency" in self.measures
         self.charges_cost = "budget" in self.measures  # settling needs the call's cost (else it is not worked out)
-        # x-ratelimit-*-requests and -tokens: the header names and the checks that may fill them
-        requests = tuple(i for i, m in enumerate(self.measures) if m == "requests")
-        tokens = tuple(i for i, m in enumerate(self.measures) if m in _TOKEN_MEASURES)
-        self.headers = tuple((at, names) for at, names in ((requests, _REQUEST_HEADERS), (tokens, _TOKEN_HEADERS))
-                             if at)
-
-    @classmethod
-    def of(cls, planned: Sequence[Planned]) -> Shape:
-        return cls([p.measure for p in planned])
+        # x-ratelimit-*-requests and -tokens: the header names, and the checks that may fill them
+        # with their x-ratelimit-limit-* header made (a check's limit is the same on every call)
+        self.headers = tuple(
+            (tuple((i, (names[0], b"%d" % planned[i].check.limit)) for i, m in enumerate(self.measures) if m in wanted),
+             names)
+            for wanted, names in ((("requests",), _REQUEST_HEADERS), (_TOKEN_MEASURES, _TOKEN_HEADERS))
+            if any(m in wanted for m in self.measures))
 
 
 class Admission:
@@ -287,18 +285,17 @@ _TOKEN_MEASURES = frozenset(("tokens", "input", "output"))
 def rate_header_pairs(shape: Shape, reservation: Reservation) -> list[tuple[bytes, bytes]]:
     """``x-ratelimit-*`` for the tightest request limit and the tightest token limit, as raw
     response header pairs: they go out with every limited call, so they are encoded once, here."""
-    remaining, checks = reservation.remaining, reservation.checks
+    remaining = reservation.remaining
     pairs: list[tuple[bytes, bytes]] = []
-    for at, names in shape.headers:
-        i = at[0]
-        if len(at) > 1:
-            for j in at[1:]:
+    for candidates, names in shape.headers:
+        i, limit = candidates[0]
+        if len(candidates) > 1:
+            for j, other in candidates[1:]:
                 if remaining[j] < remaining[i]:
-                    i = j
+                    i, limit = j, other
         reset = reservation.reset[i]
         value = _RESET_VALUES.get(math.ceil(reset)) if reset >= 1 else None  # a window's: the same every call
-        pairs += ((names[0], b"%d" % checks[i].limit), (names[1], b"%d" % remaining[i]),
-                  (names[2], value or _reset_value(reset)))
+        pairs += (limit, (names[1], b"%d" % remaining[i]), (names[2], value or _reset_value(reset)))
     return pairs
 
 
@@ -308,7 +305,7 @@ _TOKEN_HEADERS = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", 
 
 def rate_headers(planned: Sequence[Planned], reservation: Reservation) -> dict[str, str]:
     """``rate_header_pairs`` as a dict (a refusal's headers)."""
-    return {name.decode(): value.decode() for name, value in rate_header_pairs(Shape.of(planned), reservation)}
+    return {name.decode(): value.decode() for name, value in rate_header_pairs(Shape(planned), reservation)}
 
 
 def refusal(planned: Sequence[Planned], reservation: Reservation, now: datetime) -> GatewayError:
@@ -537,7 +534,7 @@ class Limits:
             if queueable and planned[res.failed or 0].queueable and not math.isinf(res.retry_after):
                 return LATER
             self._refuse(planned, res, None)
-        return Admission(demand, Shape.of(planned), res, self._notifier(demand.alias))
+        return Admission(demand, Shape(planned), res, self._notifier(demand.alias))
 
     @property
     def admits_now(self) -> bool:
@@ -582,7 +579,7 @@ class Limits:
             return self._limiter_down()
         if not res.ok:
             self._refuse(planned, res, now)
-        admission = Admission(demand, Shape.of(planned), res, self._notifier(demand.alias))
+        admission = Admission(demand, Shape(planned), res, self._notifier(demand.alias))
         if budgeted:
             self._soft_warnings(admission, planned, res)
         return admission
@@ -810,7 +807,7 @@ class DeploymentLimits:
         if not res.ok:
             self.limits.refusals["deployment_rate_limit"] += 1
             return res.retry_after
-        route.tickets = [*(route.tickets or ()), DeploymentTicket(dep.name, Admission(demand, Shape.of(planned), res, report=False))]
+        route.tickets = [*(route.tickets or ()), DeploymentTicket(dep.name, Admission(demand, Shape(planned), res, report=False))]
         return None
 
 

@@ -99,3 +99,15 @@ async def test_header_checks_are_uvicorns_own():
     cycle = _cycle()  # a tab may be in a value, as uvicorn allows
     assert write_head_and_body(cycle, _json_start(body, [(b"x-tab", b"a\tb")]), {"type": "http.response.body", "body": body})
     assert b"x-tab: a\tb\r\n" in cycle.transport.written[0]
+
+
+async def test_names_go_out_lowercased_and_a_doubled_length_goes_the_asgi_way():
+    body = b"{}"
+    cycle = _cycle()
+    assert write_head_and_body(cycle, _json_start(body, [(b"X-Custom", b"Value")]),
+                               {"type": "http.response.body", "body": body})
+    assert b"\r\nx-custom: Value\r\n" in cycle.transport.written[0]
+    doubled = _cycle()
+    assert not write_head_and_body(doubled, _json_start(body, [(b"Content-Length", b"2")]),
+                                   {"type": "http.response.body", "body": body})
+    assert not doubled.transport.written

@@ -366,3 +366,13 @@ async def test_a_shared_reservation_sent_at_once_survives_redis_losing_its_scrip
     finally:
         await client.aclose()
         await inspect.aclose()
+
+
+async def test_headers_report_the_tightest_request_and_token_limits():
+    limits = Limits(LocalLimiter(), settings())
+    caller = key({"rpm": 10, "tpm": 1000}, team={"rpm": 3, "input_tpm": 50})
+    admission = limits.admit_now(caller, None, "gpt", lambda hint: (20, 5))
+    assert dict(admission.rate_headers) == {
+        b"x-ratelimit-limit-requests": b"3", b"x-ratelimit-remaining-requests": b"2",
+        b"x-ratelimit-reset-requests": b"1m0s", b"x-ratelimit-limit-tokens": b"50",
+        b"x-ratelimit-remaining-tokens": b"30", b"x-ratelimit-reset-tokens": b"1m0s"}
