@@ -348,10 +348,12 @@ class LocalLimiter:
         return LocalReservation(checks, failed, retry, tuple(remaining), tuple(reset), held)
 
     def _sweep(self, now: float) -> None:
-        """Drop counters of ended periods and idle gauges that nobody asked about again."""
+        """Drop counters of ended periods, idle gauges, and logs whose entries have all expired:
+        a key that stopped calling would otherwise keep its last minute of entries for good."""
         for key in [k for k, c in self._counters.items() if c.ends <= now]:
             del self._counters[key]
-        for key in [k for k, g in self._slots.items() if isinstance(g, _Gauge) and not g.holders]:
+        for key in [k for k, slot in self._slots.items()
+                    if (slot.newest <= now if type(slot) is _Log else not slot.holders)]:  # type: ignore[union-attr]
             del self._slots[key]
 
     @staticmethod

@@ -149,3 +149,16 @@ async def test_concurrent_holders_never_exceed_the_gauge():
 
 async def test_reservation_satisfies_the_protocol():
     assert isinstance(await LocalLimiter().reserve([rpm()], now=T0), Reservation)
+
+
+async def test_a_key_that_stopped_calling_does_not_keep_its_log():
+    """Reservations now and then sweep what no longer counts; a log whose entries all expired
+    goes, while one with a live entry stays (and still counts)."""
+    lim = LocalLimiter()
+    await lim.reserve([rpm("idle", 5)], now=T0)
+    await lim.reserve([rpm("busy", 5)], now=T0 + 30)
+    for i in range(4096):  # enough reservations to reach a sweep
+        await lim.reserve([Check(f"once:{i}", 1, 60.0, 0)], now=T0 + 61)
+    assert "idle" not in lim._slots and "busy" in lim._slots
+    left = await lim.reserve([rpm("busy", 5)], now=T0 + 61)
+    assert left.remaining == (3,)
