@@ -105,7 +105,7 @@ class _Compiled:
     (``Limits._compiled``). A check that counts tokens holds amount 0 here: the call's own is
     made per call at ``tokens``' indexes (kind 0: input + output, 1: input, 2: output)."""
 
-    __slots__ = ("checks", "planned", "queueable", "scoped", "shape", "tokens")
+    __slots__ = ("checks", "planned", "queueable", "scoped", "shape", "tokens", "windows_only")
 
     def __init__(self, scoped: Any, planned: list[Planned]) -> None:
         self.scoped = scoped  # the principal's limits tuple this was made from (compared by identity)
@@ -114,6 +114,7 @@ class _Compiled:
         self.tokens = tuple((i, _TOKEN_KINDS[p.measure]) for i, p in enumerate(planned) if p.measure in _TOKEN_KINDS)
         self.queueable = any(p.queueable for p in planned)
         self.shape = Shape(planned)
+        self.windows_only = all(c.window > 0 and c.period is None for c in self.checks)  # rates and tokens
 
     def checks_for(self, input_tokens: int, output_tokens: int) -> tuple[Check, ...]:
         """The checks of a call with these tokens."""
@@ -510,7 +511,8 @@ class Limits:
         if compiled.tokens:
             input_tokens, output_tokens = tokens(hint)
             checks = compiled.checks_for(input_tokens, output_tokens)
-        res = local.reserve_now(checks, local.clock())
+        now = local.clock()
+        res = local.reserve_windows_now(checks, now) if compiled.windows_only else local.reserve_now(checks, now)
         demand = Demand(alias, input_tokens, output_tokens)
         if not res.ok:
             failed = compiled.planned[res.failed or 0]

@@ -347,6 +347,59 @@ class LocalLimiter:
             reset.append(max(slot.ends - now, 0.0) if type(slot) is _Counter else 0.0)  # type: ignore[union-attr]
         return LocalReservation(checks, failed, retry, tuple(remaining), tuple(reset), held)
 
+    def reserve_windows_now(self, checks: tuple[Check, ...], now: float) -> LocalReservation:
+        """``reserve_now`` for sliding-log checks only (``window > 0``, no period): every rate and
+        token limit, so most reservations. A refusal is left to ``reserve_now`` (nothing is
+        charged before every check has passed), which works out which check binds and for how long."""
+        numbers = self._seq
+        if next(numbers) % 4096 == 0:
+            self._sweep(now)
+        slots = self._slots
+        logs: list[_Log] = []
+        for check in checks:
+            log = slots.get(check.key)
+            if log is None:
+                log = slots[check.key] = _Log()
+            else:
+                entries = log.entries  # type: ignore[union-attr]
+                if entries and entries[0][0] <= now:
+                    amounts = log.amounts  # type: ignore[union-attr]
+                    while entries and entries[0][0] <= now:
+                        amount = amounts.pop(entries.popleft()[1], None)
+                        if amount is not None:
+                            log.total -= amount
+            if log.total + check.amount > check.limit:
+                return self.reserve_now(checks, now)
+            logs.append(log)  # type: ignore[arg-type]
+        held: list[list] = []
+        remaining, reset = [], []
+        for check, log in zip(checks, logs):
+            amount = check.amount
+            if amount:
+                seq = next(numbers)
+                expiry = now + check.window
+                entries = log.entries
+                if not entries or expiry >= entries[-1][0]:
+                    entries.append((expiry, seq))
+                else:
+                    bisect.insort(entries, (expiry, seq))
+                log.amounts[seq] = amount
+                log.total += amount
+                if expiry > log.newest:
+                    log.newest = expiry
+                held.append([log, seq, amount])
+            else:
+                held.append([log, 0, 0])
+            left = check.limit - log.total
+            remaining.append(left if left > 0 else 0)
+            if log.entries:
+                wait = log.newest - now
+                reset.append(wait if wait > 0 else 0.0)
+            else:
+                reset.append(0.0)
+                slots.pop(check.key, None)
+        return LocalReservation(checks, None, 0.0, tuple(remaining), tuple(reset), held)
+
     def _sweep(self, now: float) -> None:
         """Drop counters of ended periods, idle gauges, and logs whose entries have all expired:
         a key that stopped calling would otherwise keep its last minute of entries for good."""

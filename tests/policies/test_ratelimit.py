@@ -162,3 +162,30 @@ async def test_a_key_that_stopped_calling_does_not_keep_its_log():
     assert "idle" not in lim._slots and "busy" in lim._slots
     left = await lim.reserve([rpm("busy", 5)], now=T0 + 61)
     assert left.remaining == (3,)
+
+
+def test_the_windows_only_reservation_matches_the_general_one():
+    """Random traffic on two limiters, one reserving through reserve_now and one through
+    reserve_windows_now: every outcome and every settle is the same."""
+    import random
+
+    rng = random.Random(7)
+    general, windows = LocalLimiter(), LocalLimiter()
+    keys = [("k:a:rpm", 5, 10.0), ("t:x:tpm", 400, 30.0), ("k:a:m:tpm", 150, 60.0)]
+    held = []
+    now = T0
+    for step in range(3000):
+        now += rng.choice((0.0, 0.25, 0.5, 2.0)) if step % 50 else -0.25  # exact in binary: expiries meet now
+        chosen = rng.sample(keys, rng.randint(1, 3))
+        checks = tuple(Check(k, limit, window, rng.choice((0, 1, 20, 90)) if "tpm" in k else 1)
+                       for k, limit, window in chosen)
+        a, b = general.reserve_now(checks, now), windows.reserve_windows_now(checks, now)
+        assert (a.ok, a.failed, a.remaining, a.reset) == (b.ok, b.failed, b.remaining, b.reset), step
+        assert a.retry_after == pytest.approx(b.retry_after), step
+        if a.ok:
+            held.append((a, b))
+        if held and rng.random() < 0.5:
+            x, y = held.pop(rng.randrange(len(held)))
+            amounts = [rng.choice((None, 0, 5)) for _ in x.checks]
+            x.settle_now(amounts)
+            y.settle_now(amounts)
