@@ -155,7 +155,7 @@ def _safe(value: str) -> str:
 
 class Shape:
     """What each check of a reservation stands for, as the settle and the headers need it:
-    worked out once per (limits, alias) for the common plan, per call otherwise (``of``)."""
+    worked out once per (limits, alias) for the common plan (``_Compiled``), per call otherwise."""
 
     __slots__ = ("charges_cost", "headers", "holds_gauges", "measures")
 
@@ -193,14 +193,6 @@ class Admission:
         # adjustments are queued); a gauge on Redis is released before the queue is told.
         self._settles_now = hasattr(reservation, "settle_now") and (
             not shape.holds_gauges or hasattr(reservation, "release_now"))
-
-    @property
-    def holds_gauges(self) -> bool:
-        return self.shape.holds_gauges
-
-    @property
-    def charges_cost(self) -> bool:
-        return self.shape.charges_cost
 
     def _amounts(self, input_tokens: int | None, output_tokens: int | None,
                  cost_usd: float | None) -> list[int | None]:
