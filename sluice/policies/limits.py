@@ -98,6 +98,7 @@ def _amount(measure: str, demand: Demand) -> int:
 
 _UNIT_MEASURES = frozenset(("requests", "concurrency"))  # their amount is always one
 _TOKEN_KINDS = {"tokens": 0, "input": 1, "output": 2}
+_SETTLED_KINDS = {**_TOKEN_KINDS, "budget": 3}
 
 
 class _Compiled:
@@ -157,12 +158,14 @@ class Shape:
     """What each check of a reservation stands for, as the settle and the headers need it:
     worked out once per (limits, alias) for the common plan (``_Compiled``), per call otherwise."""
 
-    __slots__ = ("charges_cost", "headers", "holds_gauges", "measures")
+    __slots__ = ("charges_cost", "headers", "holds_gauges", "measures", "settled")
 
     def __init__(self, planned: Sequence[Planned]) -> None:
         self.measures = tuple(p.measure for p in planned)
         self.holds_gauges = "concurrency" in self.measures
         self.charges_cost = "budget" in self.measures  # settling needs the call's cost (else it is not worked out)
+        # the checks a settle changes, and how (0: input + output tokens, 1: input, 2: output, 3: cost)
+        self.settled = tuple((i, _SETTLED_KINDS[m]) for i, m in enumerate(self.measures) if m in _SETTLED_KINDS)
         # x-ratelimit-*-requests and -tokens: the header names, and the checks that may fill them
         # with their x-ratelimit-limit-* header made (a check's limit is the same on every call)
         self.headers = tuple(
@@ -196,19 +199,16 @@ class Admission:
 
     def _amounts(self, input_tokens: int | None, output_tokens: int | None,
                  cost_usd: float | None) -> list[int | None]:
-        total = None if input_tokens is None or output_tokens is None else input_tokens + output_tokens
-        amounts: list[int | None] = []
-        for measure in self.shape.measures:
-            if measure == "tokens":
-                amounts.append(total)
-            elif measure == "input":
-                amounts.append(input_tokens)
-            elif measure == "output":
-                amounts.append(output_tokens)
-            elif measure == "budget":
-                amounts.append(None if cost_usd is None else to_nano(cost_usd))
+        amounts: list[int | None] = [None] * len(self.shape.measures)  # requests, concurrency: as charged
+        for i, kind in self.shape.settled:
+            if kind == 0:
+                amounts[i] = None if input_tokens is None or output_tokens is None else input_tokens + output_tokens
+            elif kind == 1:
+                amounts[i] = input_tokens
+            elif kind == 2:
+                amounts[i] = output_tokens
             else:
-                amounts.append(None)
+                amounts[i] = None if cost_usd is None else to_nano(cost_usd)
         return amounts
 
     def settle_nowait(self, input_tokens: int | None, output_tokens: int | None, cost_usd: float | None) -> bool:
@@ -218,11 +218,8 @@ class Admission:
         if not self._settles_now:
             return False
         self._done = True
-        amounts = self._amounts(input_tokens, output_tokens, cost_usd)
-        for amount in amounts:
-            if amount is not None:
-                self.reservation.settle_now(amounts)  # type: ignore[attr-defined]
-                break
+        if self.shape.settled:
+            self.reservation.settle_now(self._amounts(input_tokens, output_tokens, cost_usd))  # type: ignore[attr-defined]
         if self.shape.holds_gauges:
             self.reservation.release_now()  # type: ignore[attr-defined]
             if self._on_release is not None:

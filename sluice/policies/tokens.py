@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Iterator, Union
 
-from sluice.schema import ChatRequest, ImagePart, Message, TextPart, Tool
+from sluice.schema import ChatRequest, ImagePart, TextPart, Tool
 
 if TYPE_CHECKING:
     from bpe_openai import Encoding
@@ -283,13 +283,24 @@ def count_prompt_tokens(req: ChatRequest, model: str | None) -> int:
     to ~1500 px (Gemini charges 258 per 768-px tile).
     """
     profile = _profile(model)
+    encoding = profile.encoding
     text_tokens = _REPLY_PRIMING
     image_tokens = 0
-    for message in req.messages:
-        text_tokens += _message_tokens(message, profile.encoding)
+    for message in req.messages:  # every limited call counts its prompt: one pass, no call per message
+        key = (encoding, message.role)
+        role = _role_tokens.get(key)
+        if role is None:
+            role = _role_tokens[key] = _count(encoding, message.role)
+        text_tokens += _TOKENS_PER_MESSAGE + role
         for part in message.content:
-            if type(part) is not TextPart:
+            if type(part) is TextPart:
+                text_tokens += _count(encoding, part.text)
+            else:  # images are counted apart, since they are not scaled
                 image_tokens += _image_tokens(part, profile.image)  # type: ignore[arg-type]
+        if message.name:
+            text_tokens += _count(encoding, message.name) + _TOKENS_PER_NAME
+        for call in message.tool_calls or ():
+            text_tokens += _count(encoding, call.name) + _count(encoding, call.arguments) + _TOKENS_PER_TOOL_CALL
     if req.tools:
         text_tokens += _tools_tokens(req.tools, profile)
     response_format = req.response_format
@@ -313,23 +324,6 @@ def reserve_tokens(req: ChatRequest, model: str | None, default_max_tokens: int)
 # --- messages and tools --------------------------------------------------------------------
 
 _role_tokens: dict[tuple[str, str], int] = {}
-
-
-def _message_tokens(message: Message, encoding: str) -> int:
-    """One message's text tokens (its images are counted apart, since they are not scaled)."""
-    key = (encoding, message.role)
-    role = _role_tokens.get(key)
-    if role is None:
-        role = _role_tokens[key] = _count(encoding, message.role)
-    tokens = _TOKENS_PER_MESSAGE + role
-    for part in message.content:
-        if type(part) is TextPart:
-            tokens += _count(encoding, part.text)
-    if message.name:
-        tokens += _count(encoding, message.name) + _TOKENS_PER_NAME
-    for call in message.tool_calls or ():
-        tokens += _count(encoding, call.name) + _count(encoding, call.arguments) + _TOKENS_PER_TOOL_CALL
-    return tokens
 
 
 # The cookbook's "Counting tokens for chat completions with tool calls" constants: per property
