@@ -26,19 +26,18 @@ shared exactly through the limiter.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import math
 import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NoReturn, Protocol
 
 from sluice.policies.budgets import BudgetBook, BudgetRule, Subject, to_nano
+from sluice.policies.capacity_queue import CapacityQueue
 from sluice.policies.ratelimit import Check, Limiter, LocalLimiter, Reservation
 from sluice.policies.tokens import encoding_ready, warm_up_for
 from sluice.schema import GatewayError
@@ -321,71 +320,6 @@ def refusal(planned: Sequence[Planned], reservation: Reservation, now: datetime)
     return err
 
 
-@dataclass(order=True)
-class _Waiter:
-    rank: int
-    seq: int
-    wake: asyncio.Event = field(compare=False, default_factory=asyncio.Event)
-
-
-class CapacityQueue:
-    """Calls waiting for a model's capacity on this instance, best priority class first."""
-
-    def __init__(self, max_size: int, max_wait: float, *, poll: float = 0.1) -> None:
-        self.max_size, self.max_wait, self.poll = max_size, max_wait, poll
-        self._heaps: dict[str, list[_Waiter]] = {}
-        self._seq = itertools.count()
-
-    def waiting(self, alias: str) -> int:
-        return len(self._heaps.get(alias, ()))
-
-    def waiting_by_alias(self) -> dict[str, int]:
-        return {alias: len(heap) for alias, heap in self._heaps.items()}
-
-    def notify(self, alias: str) -> None:
-        """Capacity was given back here: let the head try at once."""
-        heap = self._heaps.get(alias)
-        if heap:
-            heap[0].wake.set()
-
-    async def wait_turn(self, alias: str, rank: int, attempt: Callable[[], Awaitable[Reservation]],
-                        retry_after: float, worth_waiting: Callable[[Reservation], bool] = lambda _r: True,
-                        ) -> Reservation | None:
-        """Retry ``attempt`` as the head of the queue until it passes, is refused for a reason
-        waiting does not cure (``worth_waiting`` false: returned as is), or the wait runs out (None)."""
-        heap = self._heaps.setdefault(alias, [])
-        if len(heap) >= self.max_size:
-            return None
-        me = _Waiter(rank, next(self._seq))
-        heapq.heappush(heap, me)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait
-        try:
-            while True:
-                left = deadline - loop.time()
-                if left <= 0:
-                    return None
-                me.wake.clear()
-                pause = left if heap[0] is not me else min(max(retry_after, 0.002), self.poll, left)
-                try:
-                    await asyncio.wait_for(me.wake.wait(), pause)
-                except TimeoutError:
-                    pass
-                if heap[0] is not me or loop.time() >= deadline:
-                    continue
-                res = await attempt()
-                if res.ok or not math.isfinite(res.retry_after) or not worth_waiting(res):
-                    return res
-                retry_after = res.retry_after
-        finally:
-            heap.remove(me)
-            heapq.heapify(heap)
-            if heap:
-                heap[0].wake.set()
-            else:
-                self._heaps.pop(alias, None)
-
-
 LATER = object()  # Limits.admit_now: this call must be admitted with an await (Limits.admit)
 
 
@@ -526,11 +460,6 @@ class Limits:
                 return LATER
             self._refuse(planned, res, None)
         return Admission(demand, Shape(planned), res, self._notifier(demand.alias))
-
-    @property
-    def admits_now(self) -> bool:
-        """Whether ``admit_now`` can take calls at all (else every call needs ``admit``)."""
-        return self._local is not None and (self.budgets is None or self.budgets.empty)
 
     def _refuse(self, planned: list[Planned], res: Reservation, now: datetime | None) -> None:
         err = refusal(planned, res, now or datetime.now(timezone.utc))

@@ -303,7 +303,7 @@ async def test_admitting_without_an_await_matches_admit_and_hands_over_what_it_c
 async def test_admitting_without_an_await_is_for_the_in_process_limiter_only():
     client = redis_client(f"redis://127.0.0.1:{_closed_port()}/0")
     shared = Limits(RedisLimiter(client, "t", timeout=0.5), settings(), shared=True)
-    assert not shared.admits_now and shared.admit_now(key({"rpm": 1}), None, "gpt", lambda hint: (1, 1)) is LATER
+    assert shared.admit_now(key({"rpm": 1}), None, "gpt", lambda hint: (1, 1)) is LATER
     await client.aclose()
 
 
