@@ -339,6 +339,7 @@ class Limits:
         self.capacity = capacity or {}
         self.shared = shared  # a Redis limiter: apply the failure policy
         self._local = limiter if isinstance(limiter, LocalLimiter) else None  # reserved without awaiting
+        self.admits_now = self._local is not None  # admit_now may admit; with Redis it always says LATER
         self._send_reserve = getattr(limiter, "send_reserve", None) if shared else None
         self.queue = CapacityQueue(settings.queue.max_size, settings.queue.max_wait)
         self._compiled_cache: dict[tuple[int, str], _Compiled] = {}
@@ -514,7 +515,7 @@ class Limits:
         checks = compiled.checks_for(demand.input_tokens, demand.output_tokens)
         res = None
         try:
-            sent = self._send_reserve(checks) if self._send_reserve is not None else None
+            sent = self._send_reserve(checks, compiled.checks) if self._send_reserve is not None else None
             if sent is not None:
                 try:
                     res = self.limiter.reservation(checks, sent[0], await sent[1])  # type: ignore[attr-defined]

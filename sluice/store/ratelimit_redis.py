@@ -147,7 +147,7 @@ end
 local out = {failed, retry == math.huge and 'inf' or num(retry), num(now)}
 for i = 1, n do
   local b = 3 + S * (i - 1)
-  out[#out + 1] = totals[i]
+  out[#out + 1] = math.max(tonumber(ARGV[b + 1]) - totals[i], 0)  -- what is left under the limit
   local reset = 0
   if ARGV[b + 4] == '2' then
     local ttl = redis.call('PTTL', KEYS[2 * i])
@@ -188,7 +188,6 @@ def _num(value: float) -> str:
 
 
 _RESERVE, _ADJUST, _SERVER_CLOCK = bulk(b"reserve"), bulk(b"adjust"), bulk(b"")
-_EMPTY = bulk(b"")
 
 
 class Adjustment(NamedTuple):
@@ -208,14 +207,15 @@ class RedisReservation:
     __slots__ = ("_held", "_limiter", "_rid", "checks", "failed", "ok", "remaining", "reset", "retry_after")
 
     def __init__(self, limiter: RedisLimiter, checks: tuple[CheckLike, ...], failed: int | None,
-                 retry_after: float, remaining: tuple[int, ...], reset: tuple[float, ...], rid: str) -> None:
+                 retry_after: float, remaining: tuple[int, ...], reset: tuple[float, ...], rid: str | bytes) -> None:
         self.ok = failed is None
         self.checks, self.failed, self.retry_after = checks, failed, retry_after
         self.remaining, self.reset = remaining, reset
         self._limiter = limiter
-        self._rid = rid
-        # the amount held under each check (its member is "<rid>:<i>:<amount>", a counter's "c:<amount>"); 0: none
-        self._held = [0] * len(checks) if failed is not None else [max(c.amount, 0) for c in checks]
+        self._rid = rid  # bytes on Sluice's own client, str on redis-py
+        # the amount held under each check (its member is "<rid>:<i>:<amount>", a counter's "c:<amount>"); 0: none.
+        # Made at the first settle or release: most calls settle once, and a refused one never.
+        self._held: list[int] | None = None
 
     async def settle(self, amounts: Sequence[int | None]) -> None:
         adjustment = self._adjustment(amounts)
@@ -234,26 +234,25 @@ class RedisReservation:
         if adjustment is not None:
             await self._limiter.adjust(adjustment)
 
-    def _member(self, i: int, amount: int) -> str:
-        return f"c:{amount}" if self.checks[i].period is not None else f"{self._rid}:{i}:{amount}"
-
     def _adjustment(self, amounts: Sequence[int | None]) -> Adjustment | None:
         """The adjust script's keys and arguments that move each held entry to ``amounts[i]``
         (None: as it is)."""
-        if len(amounts) != len(self.checks):
+        checks = self.checks
+        if len(amounts) != len(checks):
             raise ValueError("settle needs one amount (or None) per check")
-        changes = []
         held_amounts = self._held
+        if held_amounts is None:
+            held_amounts = self._held = [0] * len(checks) if not self.ok else [max(c.amount, 0) for c in checks]
+        changes = []
         for i, amount in enumerate(amounts):
             if amount is None:
                 continue
             held = held_amounts[i]
             if not held or amount < 0 or amount == held:
                 continue
-            changes.append((self.checks[i], self._member(i, held), self._member(i, amount) if amount > 0 else "",
-                            amount - held))
+            changes.append((checks[i], i, held, amount))
             held_amounts[i] = amount
-        return self._limiter.adjustment(changes) if changes else None
+        return self._limiter.adjustment(changes, self._rid) if changes else None
 
 
 class RedisLimiter:
@@ -277,9 +276,14 @@ class RedisLimiter:
         self._encoded_keys: dict[str, bytes] = {}
         self._encoded_fixed: dict[tuple, tuple[bytes, bytes, bytes]] = {}  # a check's keys, arguments around its amount
         self._encoded_ttl: dict[float, bytes] = {}  # the adjust script's TTL argument per window
+        # send_reserve's commands, made once per set of checks: (those checks, the command's
+        # parts before the reservation id, and per check its encoding or, for a check whose amount
+        # varies, the parts around the amount)
+        self._templates: dict[int, tuple[tuple, bytes, list]] = {}
         # Reservation ids: unique per limiter (random) and per reservation (a counter), so no
         # random draw (a system call) per call.
         self._rid_prefix = secrets.token_hex(6)
+        self._rid_prefix_bytes = self._rid_prefix.encode()
         self._rids = itertools.count()
         # Adjustments (settle, release) waiting for the end of this turn of the loop, and the
         # script calls on their way.
@@ -291,23 +295,35 @@ class RedisLimiter:
     def client(self) -> Any:
         return self._client
 
-    def adjustment(self, changes: list[tuple[CheckLike, str, str, int]]) -> Adjustment:
-        """The adjust script's part for ``changes``: (check, old member, new member or "", delta).
-        Sluice's own client gets it encoded (the keys were encoded when reserving)."""
+    def adjustment(self, changes: list[tuple[CheckLike, int, int, int]], rid: str | bytes) -> Adjustment:
+        """The adjust script's part for ``changes``: (check, its index in the reservation, amount
+        held, new amount; 0 removes the entry) of the reservation ``rid``. A window's or gauge's
+        entry is the member ``<rid>:<index>:<amount>``, a period counter's ``c:<amount>``. Sluice's
+        own client gets it encoded (the keys were encoded when reserving)."""
         if self._pipelined:
             keys, args = [], []
-            for c, old, new, delta in changes:
+            for c, i, held, amount in changes:
                 keys.append(self._keys_bulk(c.key))
                 ttl = self._encoded_ttl.get(c.window)
                 if ttl is None:
                     ttl = self._encoded_ttl[c.window] = bulk(b"%d" % self.ttl_ms(c))
-                args += (bulk(old.encode()), bulk(new.encode()) if new else _EMPTY, bulk(b"%d" % delta), ttl)
+                if c.period is None:
+                    old, new = b"%s:%d:%d" % (rid, i, held), b"%s:%d:%d" % (rid, i, amount) if amount else b""
+                else:
+                    old, new = b"c:%d" % held, b"c:%d" % amount if amount else b""
+                delta = b"%d" % (amount - held)
+                args.append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (
+                    len(old), old, len(new), new, len(delta), delta, ttl))
             return Adjustment(b"".join(keys), b"".join(args), 2 * len(changes), 4 * len(changes))
         key_list: list[str] = []
         arg_list: list[str] = []
-        for c, old, new, delta in changes:
+        for c, i, held, amount in changes:
             key_list += self.keys_for(c.key)
-            arg_list += [old, new, str(delta), str(self.ttl_ms(c))]
+            if c.period is None:
+                old, new = f"{rid}:{i}:{held}", f"{rid}:{i}:{amount}" if amount else ""
+            else:
+                old, new = f"c:{held}", f"c:{amount}" if amount else ""
+            arg_list += [old, new, str(amount - held), str(self.ttl_ms(c))]
         return Adjustment(key_list, arg_list, len(key_list), len(arg_list))
 
     async def adjust(self, adjustment: Adjustment) -> None:
@@ -434,26 +450,56 @@ class RedisLimiter:
             rid, raw = await self._reserve_once(checks, now)
         return self.reservation(checks, rid, raw)
 
-    def send_reserve(self, checks: Sequence[CheckLike]) -> tuple[str, asyncio.Future] | None:
+    def send_reserve(self, checks: tuple[CheckLike, ...],
+                     template: tuple[CheckLike, ...] | None = None) -> tuple[bytes, asyncio.Future] | None:
         """Send the reservation of ``checks`` (windows and gauges: nothing to seed; Redis's clock)
         in this turn of the loop, when Sluice's own client is connected: the reservation id and
         the reply's future, for ``reservation``. None: not sent, use ``reserve``. A reply that
-        fails ``script_missing`` asks for ``reserve``, which loads the script."""
+        fails ``script_missing`` asks for ``reserve``, which loads the script.
+
+        ``template``: checks the caller reserves again and again, of which ``checks`` is a copy
+        where some amounts may differ (a check that is the template's own object keeps its
+        amount). Their command is then encoded once and only the differing amounts per call."""
         if not self._pipelined:
             return None
-        checks = tuple(checks)
-        rid = f"{self._rid_prefix}{next(self._rids):x}"
-        reply = self._script.send_now(1 + 7 * len(checks) + 3, self._encode_reserve(checks, None, rid), self.timeout)
+        rid = b"%s%010x" % (self._rid_prefix_bytes, next(self._rids))
+        if template is None:
+            command = self._script.command(1 + 7 * len(checks) + 3, self._encode_reserve(checks, None, rid))
+        else:
+            made = self._templates.get(id(template))
+            if made is None or made[0] is not template:
+                made = self._template(template)
+            parts = [made[1], b"$%d\r\n%s\r\n" % (len(rid), rid)]
+            for check, base, encoded in zip(checks, template, made[2]):
+                if check is base:
+                    parts.append(encoded[0])
+                else:
+                    parts += (encoded[1], b"$%d\r\n%d\r\n" % (len(b"%d" % check.amount), check.amount), encoded[2])
+            command = b"".join(parts)
+        reply = self._client.send_now(command, self.timeout)
         return None if reply is None else (rid, reply)
+
+    def _template(self, checks: tuple[CheckLike, ...]) -> tuple[tuple, bytes, list]:
+        """``send_reserve``'s parts for ``checks``, made once: the command up to the reservation
+        id (see ``_encode_reserve``), then per check its arguments whole and around its amount."""
+        encoded = [self._fixed(c) for c in checks]
+        head = b"".join([self._script.command_head(1 + 7 * len(checks) + 3), bulk(b"%d" % (2 * len(checks))),
+                         *(keys for keys, _, _ in encoded), _RESERVE, _SERVER_CLOCK])
+        per_check = [(fixed + bulk(b"%d" % c.amount) + after, fixed, after)
+                     for c, (_, fixed, after) in zip(checks, encoded)]
+        if len(self._templates) > 10_000:
+            self._templates.clear()
+        made = self._templates[id(checks)] = (checks, head, per_check)
+        return made
 
     @staticmethod
     def script_missing(exc: BaseException) -> bool:
         """Redis restarted or failed over and lost the script (NOSCRIPT)."""
         return isinstance(exc, RedisReplyError) and str(exc).startswith("NOSCRIPT")
 
-    async def _reserve_once(self, checks: tuple[CheckLike, ...], now: float | None) -> tuple[str, Any]:
-        rid = f"{self._rid_prefix}{next(self._rids):x}"
+    async def _reserve_once(self, checks: tuple[CheckLike, ...], now: float | None) -> tuple[str | bytes, Any]:
         if self._pipelined:
+            rid = b"%s%010x" % (self._rid_prefix_bytes, next(self._rids))
             count, encoded = 1 + 7 * len(checks) + 3, self._encode_reserve(checks, now, rid)
             reply = self._script.send_now(count, encoded, self.timeout)  # connected: no coroutine in between
             if reply is None:
@@ -464,6 +510,7 @@ class RedisLimiter:
                 if not self.script_missing(exc):
                     raise
                 return rid, await self._script.call(count, encoded, self.timeout)  # loads the script
+        rid = f"{self._rid_prefix}{next(self._rids):x}"
         keys: list[str] = []
         args = ["reserve", "" if now is None else _num(now), rid]
         for c in checks:
@@ -472,36 +519,40 @@ class RedisLimiter:
             args += [str(c.limit), _num(self._life(c)), str(c.amount), _kind(c), seed]
         return rid, await self.run(keys, args)
 
-    def _encode_reserve(self, checks: tuple[CheckLike, ...], now: float | None, rid: str) -> bytes:
+    def _fixed(self, c: CheckLike) -> tuple[bytes, bytes, bytes]:
+        """A check's keys, and its arguments before and after its amount, as RESP bulks."""
+        fixed = (c.key, c.limit, c.window, c.period, c.seed)
+        encoded = self._encoded_fixed.get(fixed)
+        if encoded is None:
+            if len(self._encoded_fixed) > 10_000:  # counters' seeds vary: start over
+                self._encoded_fixed.clear()
+            seed = b"" if c.seed is None else b"%d" % int(c.seed)
+            encoded = self._encoded_fixed[fixed] = (self._keys_bulk(c.key),
+                                                    bulk(b"%d" % c.limit) + bulk(_num(self._life(c)).encode()),
+                                                    bulk(_kind(c).encode()) + bulk(seed))
+        return encoded
+
+    def _encode_reserve(self, checks: tuple[CheckLike, ...], now: float | None, rid: bytes) -> bytes:
         """The reserve script's key count, keys and arguments as RESP bulks (see ``_SCRIPT``)."""
-        encoded_fixed = self._encoded_fixed
-        if len(encoded_fixed) > 10_000:  # counters' seeds vary: start over
-            encoded_fixed.clear()
         keys = [bulk(b"%d" % (2 * len(checks)))]
-        args = [_RESERVE, _SERVER_CLOCK if now is None else bulk(_num(now).encode()), bulk(rid.encode())]
+        args = [_RESERVE, _SERVER_CLOCK if now is None else bulk(_num(now).encode()), bulk(rid)]
         for c in checks:
-            fixed = (c.key, c.limit, c.window, c.period, c.seed)
-            encoded = encoded_fixed.get(fixed)
-            if encoded is None:
-                seed = b"" if c.seed is None else b"%d" % int(c.seed)
-                encoded = encoded_fixed[fixed] = (self._keys_bulk(c.key),
-                                                  bulk(b"%d" % c.limit) + bulk(_num(self._life(c)).encode()),
-                                                  bulk(_kind(c).encode()) + bulk(seed))
+            encoded = self._fixed(c)
             keys.append(encoded[0])
             args += (encoded[1], bulk(b"%d" % c.amount), encoded[2])
         return b"".join(keys + args)
 
-    def reservation(self, checks: tuple[CheckLike, ...], rid: str, raw: Any) -> RedisReservation:
+    def reservation(self, checks: tuple[CheckLike, ...], rid: str | bytes, raw: Any) -> RedisReservation:
         """The reservation a reserve script's reply stands for."""
         failed = int(raw[0])
         if failed == -2:
             raise RuntimeError("period counters still unseeded after seeding")
-        remaining = []
-        for c, total in zip(checks, map(int, raw[3::2]), strict=True):
-            left = c.limit - total
-            remaining.append(left if left > 0 else 0)
-        return RedisReservation(self, checks, None if failed < 0 else failed, float(raw[1]), tuple(remaining),
-                                tuple(map(float, raw[4::2])), rid)
+        remaining = tuple(raw[3::2])  # integers: what is left under each limit
+        if len(remaining) != len(checks):
+            raise ValueError(f"a reply for {len(remaining)} checks, not {len(checks)}")
+        if failed < 0:
+            return RedisReservation(self, checks, None, 0.0, remaining, tuple(map(float, raw[4::2])), rid)
+        return RedisReservation(self, checks, failed, float(raw[1]), remaining, tuple(map(float, raw[4::2])), rid)
 
 
 __all__ = ["Adjustment", "CheckLike", "RedisLimiter", "RedisReservation"]

@@ -222,10 +222,18 @@ class Script:
     async def __call__(self, keys: list[str], args: list[Any], timeout: float | None = None) -> Any:
         return await self.call(len(keys) + len(args) + 1, encode_parts(len(keys), *keys, *args), timeout)
 
+    def command_head(self, count: int) -> bytes:
+        """The start of an EVALSHA command whose ``count`` parts (as for ``call``) follow."""
+        return b"*%d\r\n%s" % (count + 2, self._evalsha)
+
+    def command(self, count: int, encoded: bytes) -> bytes:
+        """The whole EVALSHA command for parts encoded as for ``call``."""
+        return self.command_head(count) + encoded
+
     def send_now(self, count: int, encoded: bytes, timeout: float | None = None) -> asyncio.Future | None:
         """EVALSHA sent in this turn of the loop (no task) when the client is connected: the reply's
         future, else None. A Redis that lacks the script answers NOSCRIPT: then ``call``."""
-        return self._client.send_now(b"".join((b"*%d\r\n" % (count + 2), self._evalsha, encoded)), timeout)
+        return self._client.send_now(self.command(count, encoded), timeout)
 
     async def call(self, count: int, encoded: bytes, timeout: float | None = None) -> Any:
         head = b"*%d\r\n" % (count + 2)

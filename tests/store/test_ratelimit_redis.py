@@ -98,6 +98,35 @@ async def test_settling_without_waiting_lands_in_order_and_after_redis_lost_the_
     assert (await a.reserve([Check("settle:tpm", 1000, 60.0, 0)], now=T0 + 3)).remaining == (850,)
 
 
+async def test_a_reservation_sent_from_a_template_charges_its_own_amounts(redis_url, redis_prefix):
+    """``send_reserve(checks, template)`` encodes the template's command once; a check that is
+    not the template's own object (a call's token count) is charged its own amount, and a settle
+    finds the entry under the reservation's id."""
+    client = PipelinedRedis(redis_url)
+    lim = RedisLimiter(client, f"{redis_prefix}:{secrets.token_hex(3)}")
+    template = (Check("tpl:rpm", 10, 60.0, 1), Check("tpl:tpm", 1000, 60.0, 0), Check("tpl:inflight", 5, 0.0, 1))
+    try:
+        await lim.reserve([Check("warm", 1, 60.0, 0)])  # connects: send_reserve needs a connection
+        results = []
+        for tokens in (300, 200, 0):
+            checks = (template[0], Check("tpl:tpm", 1000, 60.0, tokens), template[2])
+            rid, reply = lim.send_reserve(checks, template)
+            results.append(lim.reservation(checks, rid, await reply))
+        assert [r.remaining for r in results] == [(9, 700, 4), (8, 500, 3), (7, 500, 2)]
+        other = (template[0], Check("tpl:tpm", 1000, 60.0, 600), template[2])
+        rid, reply = lim.send_reserve(other, other)  # another template: its own command
+        refused = lim.reservation(other, rid, await reply)
+        assert not refused.ok and refused.failed == 1 and refused.remaining == (7, 500, 2)
+        results[0].settle_now([None, 100, None])  # the 300 reserved became 100
+        await results[1].settle([None, 200, None])  # unchanged
+        await results[2].release()
+        await lim.drain()
+        peek = await lim.reserve([Check("tpl:tpm", 1000, 60.0, 0), Check("tpl:inflight", 5, 0.0, 0)])
+        assert peek.remaining == (700, 3)
+    finally:
+        await client.aclose()
+
+
 async def test_gauge_release_and_lease(gateways):
     a, b = gateways(lease=30.0), gateways(lease=30.0)
     gauge = Check("inflight", 2, 0.0, 1)
