@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 
@@ -92,6 +93,51 @@ async def test_limiter_follows_its_failure_policy_and_recovers(policy, mock, pg_
         await redis.start()  # empty: it keeps nothing on disk
         await asyncio.sleep(0.2)
         assert [await call(client) for _ in range(3)] == ["ok", "ok", "limited"]
+    finally:
+        await gw.stop()
+        redis.stop()
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_a_redis_that_stops_answering_is_given_up_on_after_redis_timeout(policy, mock, pg_url, tmp_path, sdk):
+    """A Redis that keeps its connections but answers nothing (here: the process stopped with
+    SIGSTOP) fails a reservation after ``limits.redis_timeout``, and the failure policy applies;
+    the call never waits for the client's own timeout. Reservations that reached Redis before it
+    stalled are still applied when it resumes, so the limit still holds afterwards."""
+    redis = PrivateRedis(free_port())
+    await redis.start()
+    raw = gateway_config(mock.url, pg_url, str(tmp_path / "spill.jsonl"))
+    raw["redis"] = {"url": f"redis://127.0.0.1:{redis.port}/0", "prefix": "stall"}
+    raw["limits"] = {"redis_failure": policy, "redis_timeout": 0.3}
+    raw["routing"]["circuit_breaker"] = {"enabled": False}
+    gw = await start(parse_config(raw), "127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {MASTER_KEY}"}) as s:
+            async with s.post(f"{gw.url}/admin/keys", json={"name": "stall", "limits": {"rpm": 2}}) as r:
+                key = await r.json()
+        client = sdk.openai(f"{gw.url}/v1", key["key"], timeout=10, max_retries=0)
+        assert await call(client) == "ok"
+
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            during = []
+            for _ in range(2):
+                started = loop.time()
+                during.append(await call(client))
+                assert loop.time() - started < 3.0  # given up on after 0.3 s, not after the client's 10 s
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        assert during == (["ok", "ok"] if policy == "open" else ["503:limiter_unavailable"] * 2)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{gw.url}/metrics") as r:
+                metrics = await r.text()
+        assert f'sluice_limiter_unavailable_total{{policy="{policy}"}} 2.0' in metrics
+
+        # Redis resumes and runs the two reservations it had received: the first takes the
+        # window's second request, so the key is at its limit whatever the policy let through.
+        await asyncio.sleep(0.3)
+        assert await call(client) == "limited"
     finally:
         await gw.stop()
         redis.stop()
