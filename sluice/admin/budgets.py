@@ -174,6 +174,8 @@ async def create_budget(db: Database, caller: Principal, spec: BudgetSpec, *, re
     now = utcnow()
     async with db.transaction() as session:
         team_id = await _subject_team(session, caller, budget_scope, subject)
+        if budget_scope == "key":  # filed under the key's lineage: it goes on applying when the key is rotated
+            subject = (await session.get(ApiKey, subject)).limits_id  # type: ignore[union-attr]
         budget = Budget(scope=budget_scope, subject=subject, period=period, max_usd=max_usd, soft_usd=soft_usd,
                         name=name, team_id=team_id, created_at=now, updated_at=now)
         async with unique(session, DUPLICATE):
@@ -303,21 +305,5 @@ async def drop_budgets(session: AsyncSession, change: Change, budget_scope: str,
     return messages
 
 
-async def copy_key_budgets(session: AsyncSession, change: Change, old_key_id: str,
-                           new_key_id: str) -> list[tuple[str, str]]:
-    """A rotated key's replacement gets the old key's budgets, like the rest of its settings."""
-    stmt = select(Budget).where(Budget.scope == "key", Budget.subject == old_key_id)
-    messages = []
-    now = utcnow()
-    for old in (await session.scalars(stmt)).all():
-        new = Budget(scope="key", subject=new_key_id, period=old.period, max_usd=old.max_usd, soft_usd=old.soft_usd,
-                     name=old.name, team_id=old.team_id, created_at=now, updated_at=now)
-        session.add(new)
-        await session.flush()
-        record(session, change, "budget.create", "budget", new.id, new.team_id, None, budget_view(new))
-        messages.append(("budget", new.id))
-    return messages
-
-
-__all__ = ["BudgetSpec", "budget_clause", "copy_key_budgets", "create_budget", "delete_budget", "drop_budgets",
+__all__ = ["BudgetSpec", "budget_clause", "create_budget", "delete_budget", "drop_budgets",
            "get_budget", "list_budgets", "retag_budgets", "update_budget"]

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluice.admin import scope
 from sluice.admin.audit import Change, record
-from sluice.admin.budgets import copy_key_budgets, retag_budgets
+from sluice.admin.budgets import retag_budgets
 from sluice.admin.durations import parse_duration
 from sluice.admin.limits import check_limits, check_priority
 from sluice.admin.notify import announce
@@ -288,7 +288,7 @@ async def rotate_key(db: Database, caller: Principal, key_id: str, *, grace: tim
         secret, prefix, digest = generate_key()
         new = ApiKey(key_hash=digest, key_prefix=prefix, name=old.name, user_id=old.user_id, team_id=old.team_id,
                      models=old.models, metadata_=dict(old.metadata_ or {}), tags=list(old.tags or []),
-                     expires_at=old.expires_at, rotated_from=old.id, created_at=now,
+                     expires_at=old.expires_at, rotated_from=old.id, lineage=old.limits_id, created_at=now,
                      # Kept, or rotating a key would be a way out of its limits.
                      limits=copy.deepcopy(old.limits), priority=old.priority)
         before = key_view(old, now)
@@ -298,9 +298,9 @@ async def rotate_key(db: Database, caller: Principal, key_id: str, *, grace: tim
         view = key_view(new, now)
         record(session, change, "key.rotate", "key", old.id, old.team_id, before, key_view(old, now))
         record(session, change, "key.create", "key", new.id, new.team_id, None, view)
-        budgets = await copy_key_budgets(session, change, old.id, new.id)
         old_digest = old.key_hash
-    await announce(events, [("key", old_digest), *budgets])
+    # The key's budgets are filed under its lineage, which the new key shares: nothing to copy.
+    await announce(events, [("key", old_digest)])
     return view, secret
 
 
@@ -337,5 +337,5 @@ async def adopt_keys(session: AsyncSession, change: Change, user_id: str, team_i
         key.team_id = team_id
         record(session, change, "key.update", "key", key.id, team_id, before, key_view(key, now))
         messages.append(("key", key.key_hash))
-        adopted.append(key.id)
+        adopted.append(key.limits_id)  # a key's budgets are filed under its lineage
     return messages + await retag_budgets(session, change, "key", adopted, team_id)

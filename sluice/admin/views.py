@@ -48,6 +48,7 @@ def key_view(key: ApiKey, now: datetime | None = None) -> dict[str, Any]:
         "expires_at": iso(key.expires_at),
         "revoked_at": iso(key.revoked_at),
         "rotated_from": key.rotated_from,
+        "lineage": key.limits_id,
         "limits": _limits(key.limits),
         "priority": key.priority,
         "created_at": iso(key.created_at),

@@ -44,6 +44,9 @@ class Principal:
     id: str  # "master", "anonymous", the key id, or the user id for a JWT
     role: str = "admin"  # admin | team_admin | member | viewer
     key_id: str | None = None
+    # The first key of the key's rotation chain (the key itself if never rotated): its own limits
+    # and budgets count there, so rotating is no way out of them.
+    key_lineage: str | None = None
     user_id: str | None = None
     team_id: str | None = None
     models: tuple[str, ...] | None = None
@@ -122,11 +125,11 @@ class KeyRecord:
 def key_record(key: ApiKey, user: User | None, team: Team | None) -> KeyRecord:
     principal = Principal(
         kind="key", id=key.id, role=user.role if user is not None else "member",
-        key_id=key.id, user_id=key.user_id, team_id=team.id if team is not None else key.team_id,
+        key_id=key.id, key_lineage=key.limits_id, user_id=key.user_id, team_id=team.id if team is not None else key.team_id,
         models=narrow_models(key.models, team.models if team is not None else None),
         tags=tuple(key.tags or ()), metadata=dict(key.metadata_ or {}),
         limits=tuple((scope, subject_id, limits) for scope, subject_id, limits in (
-            ("key", key.id, key.limits), ("user", user.id if user else None, user.limits if user else None),
+            ("key", key.limits_id, key.limits), ("user", user.id if user else None, user.limits if user else None),
             ("team", team.id if team else None, team.limits if team else None)) if subject_id and limits),
         priority=key.priority,
     )

@@ -95,12 +95,15 @@ class Subject:
     end_user: str | None
     model: str
     tags: tuple[str, ...]
+    key_lineage: str | None = None  # a rotated key's first key: budgets set on any key of the chain are filed there
 
     def pairs(self) -> Iterable[tuple[str, str]]:
         for scope, value in (("key", self.key_id), ("team", self.team_id), ("user", self.user_id),
                              ("end_user", self.end_user), ("model", self.model)):
             if value:
                 yield scope, value
+        if self.key_lineage and self.key_lineage != self.key_id:
+            yield "key", self.key_lineage
         for tag in self.tags:
             yield "tag", tag
 

@@ -379,7 +379,9 @@ class Limits:
             return compiled
         rules: list[tuple[str, int, float, str, str, bool]] = []
         for scope, subject_id, limits in scoped:
-            prefix, owner = f"{scope[0]}:{subject_id}", f"{scope} {subject_id}"
+            # a key's limits count under its lineage (rotation keeps the windows); messages name the key itself
+            named = (getattr(principal, "key_id", None) or subject_id) if scope == "key" else subject_id
+            prefix, owner = f"{scope[0]}:{subject_id}", f"{scope} {named}"
             rules += [(*t, owner, False) for t in rate_templates(prefix, limits)]
             per_model = (limits.get("models") or {}).get(alias) if isinstance(limits, dict) else None
             if per_model:
@@ -404,7 +406,8 @@ class Limits:
                        now: datetime) -> list[Planned]:
         assert self.budgets is not None
         subject = Subject(getattr(principal, "key_id", None), getattr(principal, "team_id", None),
-                          getattr(principal, "user_id", None), end_user, demand.alias, tuple(tags))
+                          getattr(principal, "user_id", None), end_user, demand.alias, tuple(tags),
+                          getattr(principal, "key_lineage", None))
         rules = self.budgets.rules_for(subject)
         if not rules:
             return []
@@ -637,7 +640,7 @@ class Limits:
         """Per limit of the key (and per model pair): limit, used, remaining, seconds to reset."""
         limits = key.get("limits") or {}
         demand = Demand("", 0, 0)
-        prefix = f"k:{key['id']}"
+        prefix = f"k:{key.get('lineage') or key['id']}"  # a rotated key's windows are its lineage's
         planned = rate_checks(prefix, "", limits, demand)
         models = limits.get("models") or {}
         per_model = {alias: rate_checks(f"{prefix}:m:{_safe(alias)}", "", lim, demand) for alias, lim in models.items()}

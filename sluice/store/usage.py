@@ -25,7 +25,7 @@ from sqlalchemy import Date, String, case, cast, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sluice.store.models import AuditEntry, UsageDaily, UsageRecord
+from sluice.store.models import ApiKey, AuditEntry, UsageDaily, UsageRecord
 
 GROUPS = ("key", "team", "user", "model", "tag", "day")
 _COLUMNS = tuple(c.key for c in UsageRecord.__table__.columns)
@@ -362,6 +362,8 @@ async def spent_usd(session: AsyncSession, scope: str, subject: str, since: date
         else:
             where.append(text("EXISTS (SELECT 1 FROM json_each(usage.tags) WHERE json_each.value = :tag)")
                          .bindparams(tag=subject))
+    elif scope == "key":  # a key budget is filed under the key's lineage: every key of the chain spends from it
+        where.append(u.key_id.in_(select(ApiKey.id).where((ApiKey.id == subject) | (ApiKey.lineage == subject))))
     elif scope in _SPEND_COLUMN:
         where.append(getattr(u, _SPEND_COLUMN[scope]) == subject)
     else:

@@ -127,7 +127,7 @@ async def test_a_team_admin_limits_their_teams_keys_and_a_member_cannot(world):
 
 
 async def test_rotation_keeps_limits_priority_and_budgets(world):
-    from sluice.admin import BudgetSpec, create_budget, list_budgets
+    from sluice.admin import BudgetSpec, create_budget, delete_budget, list_budgets
 
     db = world.db
     member = await world.principal("a_member")
@@ -137,11 +137,16 @@ async def test_rotation_keeps_limits_priority_and_budgets(world):
     world.published.clear()
     new, _ = await rotate_key(db, member, key_id, events=world.events)  # the holder rotates it
     assert new["limits"] == LIMITS and new["priority"] == "batch"
-    copied = await list_budgets(db, MASTER, scope="key", subject=new["id"])
-    assert [(b["max_usd"], b["soft_usd"], b["name"], b["team_id"]) for b in copied] == [(5, 4, "cap", world.team_a)]
-    assert ("budget", copied[0]["id"]) in world.published
-    audit = await query_audit(db, MASTER, AuditQuery(object_id=copied[0]["id"]))
-    assert [e["action"] for e in audit] == ["budget.create"] and audit[0]["actor"] == member.actor
+    assert new["lineage"] == key_id and new["rotated_from"] == key_id
+    # The budget is filed under the key's lineage, which the new key shares: one budget, one
+    # counter for both keys (no copy that would start from nothing).
+    budgets = await list_budgets(db, MASTER, scope="key")
+    mine = [b for b in budgets if b["subject"] in (key_id, new["id"])]
+    assert [(b["subject"], b["max_usd"], b["soft_usd"], b["name"]) for b in mine] == [(key_id, 5, 4, "cap")]
+    # A budget set later on the new key is filed under the lineage too.
+    await delete_budget(db, MASTER, mine[0]["id"])
+    again = await create_budget(db, MASTER, BudgetSpec(scope="key", subject=new["id"], max_usd=3))
+    assert again["subject"] == key_id
 
 
 # --- teams and users ---------------------------------------------------------------------------

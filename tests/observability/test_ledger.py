@@ -445,3 +445,24 @@ async def test_query_usage_groups_and_totals(db):
     assert days == {(NOW - timedelta(days=1)).date().isoformat(): 20, NOW.date().isoformat(): 180}
     assert team0_totals["requests"] == 100 and {r["group"] for r in team0} == {"key_0", "key_1", "key_2"}
     assert today_totals["requests"] == 180 and sum(r["requests"] for r in today) == 180
+
+
+async def test_a_key_budget_spends_from_every_key_of_its_rotation_chain(db):
+    """spent_usd for a key budget counts the key and the keys rotated from it (its lineage), so a
+    budget seeded after a rotation starts from what the whole chain spent; other keys stay apart."""
+    from sluice.store.models import ApiKey
+    from sluice.store.usage import spent_usd
+
+    async with db.session() as s:
+        s.add_all([ApiKey(id="key_first", key_hash="h1", key_prefix="sk-"),
+                   ApiKey(id="key_second", key_hash="h2", key_prefix="sk-", rotated_from="key_first",
+                          lineage="key_first"),
+                   ApiKey(id="key_other", key_hash="h3", key_prefix="sk-")])
+        costs = {"key_first": 1.5, "key_second": 0.25, "key_other": 4.0}
+        await write_usage(s, [event(i, f"lin-{key}", key_id=key, cost_usd=cost, ts=NOW)
+                              for i, (key, cost) in enumerate(costs.items())])
+        await s.commit()
+    async with db.session() as s:
+        assert await spent_usd(s, "key", "key_first", NOW - timedelta(hours=1)) == pytest.approx(1.75)
+        assert await spent_usd(s, "key", "key_second", NOW - timedelta(hours=1)) == pytest.approx(0.25)
+        assert await spent_usd(s, "key", "key_other", None) == pytest.approx(4.0)

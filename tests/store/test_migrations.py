@@ -53,7 +53,7 @@ async def _diff_and_tables(url: str) -> tuple[list, set[str]]:
 async def test_upgrade_matches_models(empty_db):
     assert await migrate.current_revision(empty_db) is None
     await migrate.upgrade(empty_db)
-    assert await migrate.current_revision(empty_db) == migrate.head_revision() == "0005"
+    assert await migrate.current_revision(empty_db) == migrate.head_revision() == "0006"
     diff, names = await _diff_and_tables(empty_db)
     assert diff == []
     assert {"teams", "users", "api_keys", "audit_log", "usage", "usage_daily", "alembic_version"} <= names
@@ -66,7 +66,7 @@ async def test_upgrade_is_idempotent_and_concurrent(empty_db):
     # makes the loser a no-op instead of a "table already exists" crash.
     await asyncio.gather(migrate.upgrade(empty_db), migrate.upgrade(empty_db))
     await migrate.upgrade(empty_db)
-    assert await migrate.current_revision(empty_db) == "0005"
+    assert await migrate.current_revision(empty_db) == "0006"
     diff, _ = await _diff_and_tables(empty_db)
     assert diff == []
 
@@ -75,7 +75,7 @@ def test_migrations_are_found_without_alembic_ini():
     cfg = migrate.alembic_config("sqlite:///x.db")
     assert cfg.config_file_name is None
     assert migrate.MIGRATIONS.joinpath("env.py").is_file()
-    assert migrate.head_revision() == "0005"
+    assert migrate.head_revision() == "0006"
 
 
 async def test_upgrade_from_the_first_revision_keeps_rows(empty_db):
@@ -156,3 +156,24 @@ async def test_limits_and_budgets_migration_keeps_keys_and_downgrades(empty_db):
         await engine.dispose()
     assert "budgets" not in tables and not {"limits", "priority"} & columns and kept == ["key_1"]
     assert await migrate.current_revision(empty_db) == "0002"
+
+
+async def test_keys_rotated_before_0006_get_their_lineage(empty_db):
+    """0006 follows ``rotated_from`` back to the first key of each chain (a -> b -> c, and d alone)."""
+    from sqlalchemy import text
+
+    await migrate.upgrade(empty_db, "0005")
+    engine = create_async_engine(database_url(empty_db), poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            for key_id, parent in (("a", None), ("b", "a"), ("c", "b"), ("d", None), ("e", "gone")):
+                await conn.execute(text(
+                    "INSERT INTO api_keys (id, key_hash, key_prefix, metadata, tags, rotated_from, created_at) "
+                    "VALUES (:id, :hash, 'sk-', '{}', '[]', :parent, CURRENT_TIMESTAMP)"),
+                    {"id": key_id, "hash": f"hash-{key_id}", "parent": parent})
+        await migrate.upgrade(empty_db)
+        async with engine.connect() as conn:
+            rows = dict((await conn.execute(text("SELECT id, lineage FROM api_keys"))).all())
+    finally:
+        await engine.dispose()
+    assert rows == {"a": None, "b": "a", "c": "a", "d": None, "e": "gone"}
