@@ -352,7 +352,7 @@ class Gateway:
         call.end_user = req.user or call.end_user
         if self.limits is not None and self.limits.applies(call.principal, call.end_user, routed.model):
             tokens = partial(reserve_tokens, routed, default_max_tokens=self.default_max_tokens)
-            if not (self.limits.admits_now and self._reserve_now(call, routed.model, tokens)):
+            if not (self.limits.can_admit_now and self._reserve_now(call, routed.model, tokens)):
                 await self._reserve(call, routed.model, tokens)
         guard = None
         if self.guardrails is not None:

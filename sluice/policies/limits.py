@@ -339,7 +339,7 @@ class Limits:
         self.capacity = capacity or {}
         self.shared = shared  # a Redis limiter: apply the failure policy
         self._local = limiter if isinstance(limiter, LocalLimiter) else None  # reserved without awaiting
-        self.admits_now = self._local is not None  # admit_now may admit; with Redis it always says LATER
+        self.can_admit_now = self._local is not None  # admit_now may admit; with Redis it always says LATER
         self._send_reserve = getattr(limiter, "send_reserve", None) if shared else None
         self.queue = CapacityQueue(settings.queue.max_size, settings.queue.max_wait)
         self._compiled_cache: dict[tuple[int, str], _Compiled] = {}
