@@ -470,7 +470,7 @@ class RedisLimiter:
             if made is None or made[0] is not template:
                 made = self._template(template)
             parts = [made[1], b"$%d\r\n%s\r\n" % (len(rid), rid)]
-            for check, base, encoded in zip(checks, template, made[2]):
+            for check, base, encoded in zip(checks, template, made[2], strict=True):
                 if check is base:
                     parts.append(encoded[0])
                 else:
