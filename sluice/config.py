@@ -8,6 +8,7 @@ when one answers, and otherwise a ``demo`` model served by the built-in emulator
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import os
 import re
 from pathlib import Path
@@ -491,15 +492,27 @@ def _unknown_alias(config: Config, path: str, target: str) -> ConfigError:
     return ConfigError(f"{path}: unknown model alias '{target}'" + (f"; did you mean '{hint}'?" if hint else ""))
 
 
+def _callable_model(config: Config, name: str) -> bool:
+    """Whether clients can call ``name``: an alias, a name a wildcard alias matches, or (with
+    passthrough) ``<provider>/<model>`` of a configured provider — as the router resolves them."""
+    wildcards = [alias for alias in config.models if any(ch in alias for ch in "*?[")]
+    if name in config.models or any(fnmatch.fnmatchcase(name, alias) for alias in wildcards):
+        return True
+    provider, sep, upstream_model = name.partition("/")
+    return config.passthrough and bool(sep and upstream_model) and provider in config.providers
+
+
 def _check_limit_and_cache_references(config: Config) -> None:
-    """Aliases named under limits.models, cache.models and cache.semantic.embedder must exist."""
+    """Models named under limits.models and cache.models must be callable; the embedder of
+    cache.semantic must be an alias."""
     names = [(f"limits.models.{a}", a) for a in config.limits.models]
     names += [(f"cache.models.{a}", a) for a in config.cache.models]
-    if config.cache.semantic.embedder != "local":
-        names.append(("cache.semantic.embedder", config.cache.semantic.embedder))
     for path, target in names:
-        if target not in config.models:
+        if not _callable_model(config, target):
             raise _unknown_alias(config, path, target)
+    embedder = config.cache.semantic.embedder
+    if embedder != "local" and embedder not in config.models:
+        raise _unknown_alias(config, "cache.semantic.embedder", embedder)
 
 
 def _check_references(config: Config) -> None:

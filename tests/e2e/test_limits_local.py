@@ -26,7 +26,8 @@ async def gateway(mock, pg_url, tmp_path_factory):
     raw["models"]["slow"] = {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=300", "name": "slow"}]}
     raw["models"]["priced"] = {"deployments": [{"provider": "oai", "model": "gpt-4o-mini", "name": "priced",
                                                 "pricing": {"input_per_mtok": 10_000, "output_per_mtok": 10_000}}]}
-    raw["limits"] = {"backend": "local", "queue": {"max_wait": 5}, "models": {"slow": {"concurrency": 1}}}
+    raw["limits"] = {"backend": "local", "queue": {"max_wait": 5},
+                     "models": {"slow": {"concurrency": 1}, "oai/gpt-4o": {"rpm": 2}}}
     g = await start(parse_config(raw), "127.0.0.1", 0)
     yield g
     await g.stop()
@@ -123,6 +124,13 @@ async def test_rotating_a_key_keeps_its_budget_spent(gateway, sdk):
         async with s.get(f"{gateway.url}/admin/budgets/{budget['id']}") as r:
             status = (await r.json())["status"]
         assert status["exhausted"] is False and 0 < status["remaining_usd"] < 1.0  # what is left fits no call
+
+
+async def test_a_passthrough_model_can_be_limited(gateway, sdk):
+    """limits.models may name what passthrough lets a client call (``<provider>/<model>``)."""
+    client = sdk.openai(f"{gateway.url}/v1", await new_key(gateway.url, {"rpm": 100}), timeout=30)
+    outcomes = [await chat(client, model="oai/gpt-4o") for _ in range(3)]
+    assert [ok for ok, _ in outcomes] == [True, True, False] and outcomes[2][1] == "rate_limit_exceeded"
 
 class _AnyUsage:
     def __eq__(self, other: object) -> bool:
