@@ -88,7 +88,7 @@ class KeyOut(BaseModel):
     revoked_at: datetime | None
     rotated_from: str | None
     lineage: str | None = Field(None, description="The first key of its rotation chain (the key itself if never "
-                                                  "rotated): its rate, token and concurrency limits count per lineage.")
+                                                  "rotated): its own limits and budgets count per lineage.")
     limits: dict[str, Any] | None = Field(None, description="The key's limits; null = none of its own.")
     priority: str | None = Field(None, description="Queue class under saturation; null = default.")
     created_at: datetime | None

@@ -89,9 +89,9 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
     # Rotation: the new key points at the old one; the old one stays valid until grace_until.
     rotated_from: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    # The first key of a rotation chain (None: this key is the first). Rate, token and concurrency
-    # limits count per lineage, so rotating a key neither resets its windows nor doubles them
-    # while the old key is in its grace period.
+    # The first key of a rotation chain (None: this key is the first). The key's own rate, token and
+    # concurrency limits and its budgets count per lineage, so rotating a key neither resets them
+    # nor doubles them while the old key is in its grace period.
     lineage: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # see LIMITS_DOC
     priority: Mapped[str | None] = mapped_column(String(20), nullable=True)  # one of PRIORITIES; None = default
@@ -99,7 +99,7 @@ class ApiKey(Base):
 
     @property
     def limits_id(self) -> str:
-        """What the key's own rate, token and concurrency limits are counted under: its lineage."""
+        """What the key's own limits and budgets are counted under: its lineage."""
         return self.lineage or self.id
 
 

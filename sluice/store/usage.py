@@ -363,7 +363,7 @@ async def spent_usd(session: AsyncSession, scope: str, subject: str, since: date
             where.append(text("EXISTS (SELECT 1 FROM json_each(usage.tags) WHERE json_each.value = :tag)")
                          .bindparams(tag=subject))
     elif scope == "key":  # a key budget is filed under the key's lineage: every key of the chain spends from it
-        where.append(u.key_id.in_(select(ApiKey.id).where((ApiKey.id == subject) | (ApiKey.lineage == subject))))
+        where.append((u.key_id == subject) | u.key_id.in_(select(ApiKey.id).where(ApiKey.lineage == subject)))
     elif scope in _SPEND_COLUMN:
         where.append(getattr(u, _SPEND_COLUMN[scope]) == subject)
     else:

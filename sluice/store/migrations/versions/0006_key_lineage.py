@@ -1,4 +1,4 @@
-"""Keys: the lineage a rotated key belongs to, so its rate and token windows carry over.
+"""Keys: the lineage a rotated key belongs to, so its limits' windows and its budgets carry over.
 
 Revision ID: 0006
 Revises: 0005
