@@ -32,6 +32,11 @@ class CapacityQueue:
     def waiting(self, alias: str) -> int:
         return len(self._heaps.get(alias, ()))
 
+    def classes(self, alias: str) -> str:
+        """The priority classes waiting here for ``alias``, a digit each (``"02"``; ``""``: none)."""
+        heap = self._heaps.get(alias)
+        return "".join(sorted({str(w.rank) for w in heap})) if heap else ""
+
     def waiting_by_alias(self) -> dict[str, int]:
         return {alias: len(heap) for alias, heap in self._heaps.items()}
 

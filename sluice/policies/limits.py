@@ -41,6 +41,7 @@ from sluice.policies.capacity_queue import CapacityQueue
 from sluice.policies.ratelimit import Check, Limiter, LocalLimiter, Reservation
 from sluice.policies.tokens import encoding_ready, warm_up_for
 from sluice.schema import GatewayError
+from sluice.store.ratelimit_redis import Line
 
 log = logging.getLogger("sluice.limits")
 
@@ -496,7 +497,7 @@ class Limits:
             seed = self._budget_seeder(planned, now)  # type: ignore[arg-type]
         try:
             if self.settings.queue.enabled and any(p.queueable for p in planned):
-                res = await self._first_attempt(demand.alias, planned, lambda: self._reserve(checks, seed), principal)
+                res = await self._first_attempt(demand.alias, planned, checks, seed, principal)
             else:
                 res = await self._reserve(checks, seed)
         except LimiterUnavailable:
@@ -549,30 +550,43 @@ class Limits:
 
         return seed
 
-    async def _first_attempt(self, alias: str, planned: list[Planned], attempt: Callable[[], Awaitable[Reservation]],
-                             principal: Any) -> Reservation:
+    async def _first_attempt(self, alias: str, planned: list[Planned], checks: list[Check],
+                             seed: Callable[[list[Check]], Awaitable[list[int]]], principal: Any) -> Reservation:
+        """Reserve for a call that may wait for the model's capacity: in this instance's queue, best
+        class first. With Redis, the classes waiting on every instance are marked in the model's
+        line, and a call yields (``behind``) while a better class waits elsewhere."""
+        rank = PRIORITY_RANK.get(getattr(principal, "priority", None) or self.settings.default_priority, 1)
+        line = f"q:{_safe(alias)}" if self.shared else None
+
+        def attempt() -> Awaitable[Reservation]:  # the classes waiting here, as of this attempt
+            return self._reserve(checks, seed, Line(line, rank, self.queue.classes(alias)) if line else None)
+
+        def worth_waiting(res: Reservation) -> bool:
+            return getattr(res, "behind", False) or planned[res.failed or 0].queueable
         if self.queue.waiting(alias):
             res = None  # others are already waiting for this model: no overtaking them
             retry = 0.0
         else:
             res = await attempt()
-            if res.ok or not planned[res.failed or 0].queueable or math.isinf(res.retry_after):
+            if res.ok or not worth_waiting(res) or math.isinf(res.retry_after):
                 return res
             retry = res.retry_after
-        rank = PRIORITY_RANK.get(getattr(principal, "priority", None) or self.settings.default_priority, 1)
-        queued = await self.queue.wait_turn(alias, rank, attempt, retry,
-                                            lambda r: planned[r.failed or 0].queueable)
-        if queued is not None:
-            return queued
-        return res if res is not None else await attempt()
+        queued = await self.queue.wait_turn(alias, rank, attempt, retry, worth_waiting)
+        res = queued if queued is not None else res if res is not None else await attempt()
+        if getattr(res, "behind", False):  # the wait ran out: refused as the model's capacity
+            res.failed = next(i for i, p in enumerate(planned) if p.queueable)
+        return res
 
-    async def _reserve(self, checks: list[Check], seed: Callable[[list[Check]], Awaitable[list[int]]]) -> Reservation:
+    async def _reserve(self, checks: list[Check], seed: Callable[[list[Check]], Awaitable[list[int]]],
+                       line: Line | None = None) -> Reservation:
         local = self._local
         if local is not None:
             if seed is _no_seed:  # windows and gauges only: nothing to seed, nothing to await
                 return local.reserve_now(tuple(checks), local.clock())
             return await local.reserve(checks, seeder=seed)
         try:  # a shared limiter bounds its own round trips (RedisLimiter's timeout)
+            if line is not None:
+                return await self.limiter.reserve(checks, seeder=seed, line=line)  # type: ignore[call-arg]
             return await self.limiter.reserve(checks, seeder=seed)
         except (GatewayError, asyncio.CancelledError):
             raise

@@ -68,12 +68,33 @@ if ARGV[1] == 'adjust' then
   return 1
 end
 
--- reserve: ARGV = 'reserve', now ('' = server clock), reservation id, then per check
--- (limit, life = window or lease or period, amount, kind: 0 window | 1 gauge | 2 counter, seed or '')
+-- reserve: ARGV = 'reserve' (or 'reserve_q', below), now ('' = server clock), reservation id, then per
+-- check (limit, life = window or lease or period, amount, kind: 0 window | 1 gauge | 2 counter, seed or '')
 local now = tonumber(ARGV[2])
 if not now then local t = redis.call('TIME'); now = tonumber(t[1]) + tonumber(t[2]) / 1e6 end
-local n = #KEYS / 2
+local n = math.floor(#KEYS / 2)
 local S = 5
+
+-- 'reserve_q': the call may wait for a model's capacity. KEYS[#KEYS] is that model's line across
+-- instances: marks '<instance>:<class>' (class 0 is the best), scored by when they lapse (ms). ARGV
+-- after the checks: the call's class, its instance, the classes waiting on that instance (a digit
+-- each; '' none) and a mark's life (ms). The instance's marks are brought up to date; a mark of a
+-- better class from another instance means that class waits there: nothing is charged (-3).
+if ARGV[1] == 'reserve_q' then
+  local line, q = KEYS[#KEYS], 3 + S * n
+  local class, me, here, life = tonumber(ARGV[q + 1]), ARGV[q + 2], ARGV[q + 3], tonumber(ARGV[q + 4])
+  local nowms = now * 1000
+  redis.call('ZREMRANGEBYSCORE', line, '-inf', nowms)
+  for c = 0, 2 do
+    if string.find(here, tostring(c), 1, true) then redis.call('ZADD', line, nowms + life, me .. ':' .. c)
+    else redis.call('ZREM', line, me .. ':' .. c) end
+  end
+  redis.call('PEXPIRE', line, 10 * life)  -- an idle line goes; its marks lapse by their scores
+  for _, mark in ipairs(redis.call('ZRANGE', line, 0, -1)) do
+    local who, c = string.match(mark, '^(.*):(%d)$')
+    if who ~= me and tonumber(c) < class then return {-3, num(life / 10000), num(now)} end
+  end
+end
 local totals = {}
 local unseeded = {}
 local failed, retry = -1, 0
@@ -187,7 +208,17 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-_RESERVE, _ADJUST, _SERVER_CLOCK = bulk(b"reserve"), bulk(b"adjust"), bulk(b"")
+_RESERVE, _RESERVE_Q, _ADJUST, _SERVER_CLOCK = bulk(b"reserve"), bulk(b"reserve_q"), bulk(b"adjust"), bulk(b"")
+MARK_LIFE_MS = 1000  # how long a waiting class's mark outlives its last refresh (a waiter refreshes every ~0.1 s)
+
+
+class Line(NamedTuple):
+    """A call that may wait for a model's capacity: the model's line (a name, e.g. ``q:<alias>``),
+    the call's class (0 best) and the classes waiting on this instance (a digit each)."""
+
+    name: str
+    rank: int
+    waiting_here: str
 
 
 class Adjustment(NamedTuple):
@@ -204,7 +235,7 @@ class RedisReservation:
     """A ``Reservation`` held in Redis; ``settle`` and ``release`` are one round trip each
     (shared with the other adjustments of the moment)."""
 
-    __slots__ = ("_held", "_limiter", "_rid", "checks", "failed", "ok", "remaining", "reset", "retry_after")
+    __slots__ = ("_held", "_limiter", "_rid", "behind", "checks", "failed", "ok", "remaining", "reset", "retry_after")
 
     def __init__(self, limiter: RedisLimiter, checks: tuple[CheckLike, ...], failed: int | None,
                  retry_after: float, remaining: tuple[int, ...], reset: tuple[float, ...], rid: str | bytes) -> None:
@@ -212,6 +243,7 @@ class RedisReservation:
         self.checks, self.failed, self.retry_after = checks, failed, retry_after
         self.remaining, self.reset = remaining, reset
         self._limiter = limiter
+        self.behind = False  # refused because a better class waits for the model on another instance
         self._rid = rid  # bytes on Sluice's own client, str on redis-py
         # the amount held under each check (its member is "<rid>:<i>:<amount>", a counter's "c:<amount>"); 0: none.
         # Made at the first settle or release: most calls settle once, and a refused one never.
@@ -435,9 +467,12 @@ class RedisLimiter:
             return await self._script(keys=keys, args=args)
 
     async def reserve(self, checks: Sequence[CheckLike], now: float | None = None,
-                      seeder: Seeder | None = None) -> RedisReservation:
+                      seeder: Seeder | None = None, line: Line | None = None) -> RedisReservation:
+        """Reserve ``checks`` all or nothing. ``line``: the call may wait for a model's capacity;
+        while a better class waits for it on another instance, nothing is charged and the
+        reservation comes back ``behind``."""
         checks = tuple(checks)
-        rid, raw = await self._reserve_once(checks, now)
+        rid, raw = await self._reserve_once(checks, now, line)
         if int(raw[0]) == -2:  # period counters Redis does not hold (new period, or Redis restarted)
             if seeder is None:
                 raise ValueError("a period counter needs a seeder to learn what was already spent")
@@ -447,7 +482,7 @@ class RedisLimiter:
             for i, value in zip(unseeded, values, strict=True):
                 seeded[i] = replace(checks[i], seed=int(value))  # type: ignore[type-var]
             checks = tuple(seeded)
-            rid, raw = await self._reserve_once(checks, now)
+            rid, raw = await self._reserve_once(checks, now, line)
         return self.reservation(checks, rid, raw)
 
     def send_reserve(self, checks: tuple[CheckLike, ...],
@@ -497,10 +532,12 @@ class RedisLimiter:
         """Redis restarted or failed over and lost the script (NOSCRIPT)."""
         return isinstance(exc, RedisReplyError) and str(exc).startswith("NOSCRIPT")
 
-    async def _reserve_once(self, checks: tuple[CheckLike, ...], now: float | None) -> tuple[str | bytes, Any]:
+    async def _reserve_once(self, checks: tuple[CheckLike, ...], now: float | None,
+                            line: Line | None = None) -> tuple[str | bytes, Any]:
         if self._pipelined:
             rid = b"%s%010x" % (self._rid_prefix_bytes, next(self._rids))
-            count, encoded = 1 + 7 * len(checks) + 3, self._encode_reserve(checks, now, rid)
+            count = 1 + 7 * len(checks) + 3 + (5 if line is not None else 0)
+            encoded = self._encode_reserve(checks, now, rid, line)
             reply = self._script.send_now(count, encoded, self.timeout)  # connected: no coroutine in between
             if reply is None:
                 return rid, await self._script.call(count, encoded, self.timeout)
@@ -512,11 +549,14 @@ class RedisLimiter:
                 return rid, await self._script.call(count, encoded, self.timeout)  # loads the script
         rid = f"{self._rid_prefix}{next(self._rids):x}"
         keys: list[str] = []
-        args = ["reserve", "" if now is None else _num(now), rid]
+        args = ["reserve" if line is None else "reserve_q", "" if now is None else _num(now), rid]
         for c in checks:
             keys += self.keys_for(c.key)
             seed = "" if c.seed is None else str(int(c.seed))
             args += [str(c.limit), _num(self._life(c)), str(c.amount), _kind(c), seed]
+        if line is not None:
+            keys.append(f"{self._tag}:{line.name}")
+            args += [str(line.rank), self._rid_prefix, line.waiting_here, str(MARK_LIFE_MS)]
         return rid, await self.run(keys, args)
 
     def _fixed(self, c: CheckLike) -> tuple[bytes, bytes, bytes]:
@@ -532,14 +572,20 @@ class RedisLimiter:
                                                     bulk(_kind(c).encode()) + bulk(seed))
         return encoded
 
-    def _encode_reserve(self, checks: tuple[CheckLike, ...], now: float | None, rid: bytes) -> bytes:
+    def _encode_reserve(self, checks: tuple[CheckLike, ...], now: float | None, rid: bytes,
+                        line: Line | None = None) -> bytes:
         """The reserve script's key count, keys and arguments as RESP bulks (see ``_SCRIPT``)."""
-        keys = [bulk(b"%d" % (2 * len(checks)))]
-        args = [_RESERVE, _SERVER_CLOCK if now is None else bulk(_num(now).encode()), bulk(rid)]
+        keys = [bulk(b"%d" % (2 * len(checks) + (line is not None)))]
+        args = [_RESERVE if line is None else _RESERVE_Q, _SERVER_CLOCK if now is None else bulk(_num(now).encode()),
+                bulk(rid)]
         for c in checks:
             encoded = self._fixed(c)
             keys.append(encoded[0])
             args += (encoded[1], bulk(b"%d" % c.amount), encoded[2])
+        if line is not None:
+            keys.append(bulk(f"{self._tag}:{line.name}".encode()))
+            args += (bulk(b"%d" % line.rank), bulk(self._rid_prefix_bytes), bulk(line.waiting_here.encode()),
+                     bulk(b"%d" % MARK_LIFE_MS))
         return b"".join(keys + args)
 
     def reservation(self, checks: tuple[CheckLike, ...], rid: str | bytes, raw: Any) -> RedisReservation:
@@ -547,6 +593,10 @@ class RedisLimiter:
         failed = int(raw[0])
         if failed == -2:
             raise RuntimeError("period counters still unseeded after seeding")
+        if failed == -3:  # a better class waits for the model on another instance: nothing was charged
+            behind = RedisReservation(self, checks, 0, float(raw[1]), (0,) * len(checks), (0.0,) * len(checks), rid)
+            behind.behind = True
+            return behind
         remaining = tuple(raw[3::2])  # integers: what is left under each limit
         if len(remaining) != len(checks):
             raise ValueError(f"a reply for {len(remaining)} checks, not {len(checks)}")
@@ -555,4 +605,4 @@ class RedisLimiter:
         return RedisReservation(self, checks, failed, float(raw[1]), remaining, tuple(map(float, raw[4::2])), rid)
 
 
-__all__ = ["Adjustment", "CheckLike", "RedisLimiter", "RedisReservation"]
+__all__ = ["Adjustment", "CheckLike", "Line", "RedisLimiter", "RedisReservation"]

@@ -17,7 +17,7 @@ import pytest
 from redis.crc import key_slot
 
 from sluice.policies.ratelimit import Check, Limiter, Reservation
-from sluice.store.ratelimit_redis import RedisLimiter
+from sluice.store.ratelimit_redis import Line, RedisLimiter
 from sluice.store.redis import redis_client
 from sluice.store.resp import PipelinedRedis
 
@@ -125,6 +125,28 @@ async def test_a_reservation_sent_from_a_template_charges_its_own_amounts(redis_
         assert peek.remaining == (700, 3)
     finally:
         await client.aclose()
+
+
+async def test_a_models_line_makes_worse_classes_on_other_instances_yield(gateways):
+    """Line marks: an instance waiting with class 0 for a model makes class 1-2 reservations of
+    other instances come back ``behind`` (nothing charged); its own, equal and better classes
+    pass; marks go when the instance reports the class no longer waits, or lapse after a second."""
+    a, b = gateways(), gateways()
+    rpm = Check("line:rpm", 100, 60.0, 1)
+    waiting = await a.reserve([rpm], now=T0, line=Line("q:m", 0, "0"))  # a: a class-0 call waits
+    assert waiting.ok and not waiting.behind
+    behind = await b.reserve([rpm], now=T0 + 0.1, line=Line("q:m", 2, ""))
+    assert not behind.ok and behind.behind and behind.retry_after == pytest.approx(0.1)
+    assert (await b.reserve([rpm], now=T0 + 0.2, line=Line("q:m", 0, ""))).ok  # equal class: no yield
+    assert (await a.reserve([rpm], now=T0 + 0.3, line=Line("q:m", 2, "0"))).ok  # its own mark: no yield
+    assert (await b.reserve([rpm], now=T0 + 0.4)).ok  # a call that cannot wait ignores the line
+    assert (await b.reserve([rpm], now=T0 + 1.5, line=Line("q:m", 2, ""))).ok  # a's mark lapsed
+    await a.reserve([rpm], now=T0 + 1.6, line=Line("q:m", 0, "0"))
+    assert (await b.reserve([rpm], now=T0 + 1.7, line=Line("q:m", 1, ""))).behind
+    await a.reserve([rpm], now=T0 + 1.8, line=Line("q:m", 1, ""))  # nothing waits on a any more
+    assert (await b.reserve([rpm], now=T0 + 1.9, line=Line("q:m", 1, ""))).ok
+    peek = await a.reserve([Check("line:rpm", 100, 60.0, 0)], now=T0 + 2.0)
+    assert peek.remaining == (92,)  # 8 charged: the two that were behind took nothing
 
 
 async def test_gauge_release_and_lease(gateways):
