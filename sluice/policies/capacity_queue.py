@@ -24,8 +24,10 @@ class _Waiter:
 class CapacityQueue:
     """Calls waiting for a model's capacity on this instance, best priority class first."""
 
-    def __init__(self, max_size: int, max_wait: float, *, poll: float = 0.1) -> None:
+    def __init__(self, max_size: int, max_wait: float, *, poll: float = 0.1,
+                 on_empty: Callable[[str], None] | None = None) -> None:
         self.max_size, self.max_wait, self.poll = max_size, max_wait, poll
+        self.on_empty = on_empty  # told when the last waiter for an alias leaves
         self._heaps: dict[str, list[_Waiter]] = {}
         self._seq = itertools.count()
 
@@ -82,6 +84,8 @@ class CapacityQueue:
                 heap[0].wake.set()
             else:
                 self._heaps.pop(alias, None)
+                if self.on_empty is not None:
+                    self.on_empty(alias)
 
 
 __all__ = ["CapacityQueue"]

@@ -342,7 +342,9 @@ class Limits:
         self._local = limiter if isinstance(limiter, LocalLimiter) else None  # reserved without awaiting
         self.can_admit_now = self._local is not None  # admit_now may admit; with Redis it always says LATER
         self._send_reserve = getattr(limiter, "send_reserve", None) if shared else None
-        self.queue = CapacityQueue(settings.queue.max_size, settings.queue.max_wait)
+        leave_line = getattr(limiter, "leave_line", None) if shared else None
+        self.queue = CapacityQueue(settings.queue.max_size, settings.queue.max_wait,
+                                   on_empty=(lambda alias: leave_line(f"q:{_safe(alias)}")) if leave_line else None)
         self._compiled_cache: dict[tuple[int, str], _Compiled] = {}
         # Plain counters, exported by sluice.observability.metrics when scraped.
         self.failures = 0  # limiter round trips that failed or timed out
@@ -556,7 +558,7 @@ class Limits:
         class first. With Redis, the classes waiting on every instance are marked in the model's
         line, and a call yields (``behind``) while a better class waits elsewhere."""
         rank = PRIORITY_RANK.get(getattr(principal, "priority", None) or self.settings.default_priority, 1)
-        line = f"q:{_safe(alias)}" if self.shared else None
+        line = f"q:{_safe(alias)}" if self.shared else None  # the model's line (see leave_line)
 
         def attempt() -> Awaitable[Reservation]:  # the classes waiting here, as of this attempt
             return self._reserve(checks, seed, Line(line, rank, self.queue.classes(alias)) if line else None)

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple, Protocol
 
-from sluice.store.resp import PipelinedRedis, RedisReplyError, bulk
+from sluice.store.resp import PipelinedRedis, RedisReplyError, bulk, encode_command
 
 log = logging.getLogger("sluice.limits")
 
@@ -429,6 +429,23 @@ class RedisLimiter:
         if exc is not None and unwatched:
             log.warning("could not settle %d reservations in Redis (%s: %s); they stay as reserved",
                         unwatched, type(exc).__name__, exc)
+
+    def leave_line(self, name: str) -> None:
+        """Nothing waits here for the model of line ``name`` any more: drop this instance's marks
+        now rather than when they lapse (without waiting; a failure leaves them to lapse)."""
+        key, marks = f"{self._tag}:{name}", [f"{self._rid_prefix}:{c}" for c in range(3)]
+        if self._pipelined:
+            reply = self._client.send_now(encode_command("ZREM", key, *marks), self.timeout)
+        else:
+            reply = asyncio.ensure_future(self._client.zrem(key, *marks))
+        if reply is not None:
+            self._inflight.add(reply)
+            reply.add_done_callback(self._left_line)
+
+    def _left_line(self, reply: asyncio.Future) -> None:
+        self._inflight.discard(reply)
+        if not reply.cancelled() and reply.exception() is not None:
+            log.debug("could not drop this instance's line marks (%s); they lapse by themselves", reply.exception())
 
     async def drain(self) -> None:
         """Wait until the queued adjustments have been answered (or have failed)."""

@@ -145,8 +145,12 @@ async def test_a_models_line_makes_worse_classes_on_other_instances_yield(gatewa
     assert (await b.reserve([rpm], now=T0 + 1.7, line=Line("q:m", 1, ""))).behind
     await a.reserve([rpm], now=T0 + 1.8, line=Line("q:m", 1, ""))  # nothing waits on a any more
     assert (await b.reserve([rpm], now=T0 + 1.9, line=Line("q:m", 1, ""))).ok
-    peek = await a.reserve([Check("line:rpm", 100, 60.0, 0)], now=T0 + 2.0)
-    assert peek.remaining == (92,)  # 8 charged: the two that were behind took nothing
+    await a.reserve([rpm], now=T0 + 2.0, line=Line("q:m", 0, "0"))
+    a.leave_line("q:m")  # a's queue emptied: its marks go at once, not a second later
+    await a.drain()
+    assert (await b.reserve([rpm], now=T0 + 2.1, line=Line("q:m", 2, ""))).ok
+    peek = await a.reserve([Check("line:rpm", 100, 60.0, 0)], now=T0 + 2.2)
+    assert peek.remaining == (90,)  # 10 charged: the two that were behind took nothing
 
 
 async def test_gauge_release_and_lease(gateways):
