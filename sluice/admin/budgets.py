@@ -199,15 +199,19 @@ def _list_filters(caller: Principal, budget_scope: str | None, team_id: str | No
 
 async def list_budgets(db: Database, caller: Principal, *, scope: str | None = None, subject: str | None = None,
                        team_id: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-    """Budgets in the caller's view, optionally narrowed to a scope, a subject or a team."""
+    """Budgets in the caller's view, optionally narrowed to a scope, a subject or a team. A key
+    named as the subject finds the budgets of its lineage (where a rotated key's are filed)."""
     access.check_caller(caller)
     team_id = _list_filters(caller, scope, team_id)
-    stmt = select(Budget).where(budget_clause(caller))
-    for column, value in ((Budget.scope, scope), (Budget.subject, subject), (Budget.team_id, team_id)):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    stmt = stmt.order_by(Budget.created_at, Budget.id).limit(min(max(limit, 1), 1000)).offset(max(offset, 0))
     async with db.session() as session:
+        if scope == "key" and subject is not None:
+            key = await session.get(ApiKey, subject)
+            subject = key.limits_id if key is not None else subject
+        stmt = select(Budget).where(budget_clause(caller))
+        for column, value in ((Budget.scope, scope), (Budget.subject, subject), (Budget.team_id, team_id)):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        stmt = stmt.order_by(Budget.created_at, Budget.id).limit(min(max(limit, 1), 1000)).offset(max(offset, 0))
         return [budget_view(budget) for budget in (await session.scalars(stmt)).all()]
 
 

@@ -140,9 +140,9 @@ async def test_rotation_keeps_limits_priority_and_budgets(world):
     assert new["lineage"] == key_id and new["rotated_from"] == key_id
     # The budget is filed under the key's lineage, which the new key shares: one budget, one
     # counter for both keys (no copy that would start from nothing).
-    budgets = await list_budgets(db, MASTER, scope="key")
-    mine = [b for b in budgets if b["subject"] in (key_id, new["id"])]
+    mine = await list_budgets(db, MASTER, scope="key", subject=new["id"])  # found through the new key's id
     assert [(b["subject"], b["max_usd"], b["soft_usd"], b["name"]) for b in mine] == [(key_id, 5, 4, "cap")]
+    assert await list_budgets(db, MASTER, scope="key", subject=key_id) == mine
     # A budget set later on the new key is filed under the lineage too.
     await delete_budget(db, MASTER, mine[0]["id"])
     again = await create_budget(db, MASTER, BudgetSpec(scope="key", subject=new["id"], max_usd=3))
