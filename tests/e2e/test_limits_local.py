@@ -90,7 +90,8 @@ async def test_rotating_a_key_keeps_its_windows(gateway, sdk):
             new = await r.json()
         assert new["lineage"] == old["id"] and new["rotated_from"] == old["id"]
         new_client = sdk.openai(f"{gateway.url}/v1", new["key"], timeout=30)
-        assert await chat(new_client) == (True, ANY_USAGE)  # the window's third request
+        ok, usage = await chat(new_client)  # the window's third request
+        assert ok and usage is not None
         with pytest.raises(openai.RateLimitError) as refused:
             await new_client.chat.completions.create(model="gpt-mock", max_tokens=5,
                                                      messages=[{"role": "user", "content": "hi"}])
@@ -99,7 +100,6 @@ async def test_rotating_a_key_keeps_its_windows(gateway, sdk):
         async with s.get(f"{gateway.url}/admin/keys/{new['id']}") as r:
             status = (await r.json())["limits_status"]
         assert status["limits"]["rpm"]["used"] == 3 and status["limits"]["rpm"]["remaining"] == 0
-
 
 
 async def test_rotating_a_key_keeps_its_budget_spent(gateway, sdk):
@@ -131,10 +131,3 @@ async def test_a_passthrough_model_can_be_limited(gateway, sdk):
     client = sdk.openai(f"{gateway.url}/v1", await new_key(gateway.url, {"rpm": 100}), timeout=30)
     outcomes = [await chat(client, model="oai/gpt-4o") for _ in range(3)]
     assert [ok for ok, _ in outcomes] == [True, True, False] and outcomes[2][1] == "rate_limit_exceeded"
-
-class _AnyUsage:
-    def __eq__(self, other: object) -> bool:
-        return other is not None
-
-
-ANY_USAGE = _AnyUsage()
