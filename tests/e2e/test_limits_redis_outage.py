@@ -7,6 +7,7 @@ so that it can stop it without touching the shared one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import socket
@@ -63,8 +64,10 @@ async def call(client: openai.AsyncOpenAI) -> str:
         return f"{exc.status_code}:{exc.body.get('code') if isinstance(exc.body, dict) else exc.body}"
 
 
-@pytest.mark.parametrize("policy", ["open", "closed"])
-async def test_limiter_follows_its_failure_policy_and_recovers(policy, mock, pg_url, tmp_path, sdk):
+@contextlib.asynccontextmanager
+async def gateway_on_private_redis(policy: str, mock, pg_url: str, tmp_path, sdk):
+    """A gateway whose limiter uses a Redis of the test's own (redis_timeout 0.3 s), and an SDK
+    client whose key allows 2 requests a minute."""
     redis = PrivateRedis(free_port())
     await redis.start()
     raw = gateway_config(mock.url, pg_url, str(tmp_path / "spill.jsonl"))
@@ -76,7 +79,23 @@ async def test_limiter_follows_its_failure_policy_and_recovers(policy, mock, pg_
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {MASTER_KEY}"}) as s:
             async with s.post(f"{gw.url}/admin/keys", json={"name": "outage", "limits": {"rpm": 2}}) as r:
                 key = await r.json()
-        client = sdk.openai(f"{gw.url}/v1", key["key"], timeout=10)
+        yield gw, redis, sdk.openai(f"{gw.url}/v1", key["key"], timeout=10)
+    finally:
+        await gw.stop()
+        redis.stop()
+
+
+async def limiter_unavailable(gw, policy: str) -> float:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{gw.url}/metrics") as r:
+            metrics = await r.text()
+    prefix = f'sluice_limiter_unavailable_total{{policy="{policy}"}} '
+    return float(next(line for line in metrics.splitlines() if line.startswith(prefix))[len(prefix):])
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_limiter_follows_its_failure_policy_and_recovers(policy, mock, pg_url, tmp_path, sdk):
+    async with gateway_on_private_redis(policy, mock, pg_url, tmp_path, sdk) as (gw, redis, client):
         assert [await call(client) for _ in range(3)] == ["ok", "ok", "limited"]
 
         redis.stop()
@@ -85,17 +104,11 @@ async def test_limiter_follows_its_failure_policy_and_recovers(policy, mock, pg_
             assert during == ["ok", "ok", "ok"]  # let through, uncounted
         else:
             assert during == ["503:limiter_unavailable"] * 3
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"{gw.url}/metrics") as r:
-                metrics = await r.text()
-        assert f'sluice_limiter_unavailable_total{{policy="{policy}"}} 3.0' in metrics
+        assert await limiter_unavailable(gw, policy) == 3
 
         await redis.start()  # empty: it keeps nothing on disk
         await asyncio.sleep(0.2)
         assert [await call(client) for _ in range(3)] == ["ok", "ok", "limited"]
-    finally:
-        await gw.stop()
-        redis.stop()
 
 
 @pytest.mark.parametrize("policy", ["open", "closed"])
@@ -104,19 +117,8 @@ async def test_a_redis_that_stops_answering_is_given_up_on_after_redis_timeout(p
     SIGSTOP) fails a reservation after ``limits.redis_timeout``, and the failure policy applies;
     the call never waits for the client's own timeout. Reservations that reached Redis before it
     stalled are still applied when it resumes, so the limit still holds afterwards."""
-    redis = PrivateRedis(free_port())
-    await redis.start()
-    raw = gateway_config(mock.url, pg_url, str(tmp_path / "spill.jsonl"))
-    raw["redis"] = {"url": f"redis://127.0.0.1:{redis.port}/0", "prefix": "stall"}
-    raw["limits"] = {"redis_failure": policy, "redis_timeout": 0.3}
-    raw["routing"]["circuit_breaker"] = {"enabled": False}
-    gw = await start(parse_config(raw), "127.0.0.1", 0)
     loop = asyncio.get_running_loop()
-    try:
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {MASTER_KEY}"}) as s:
-            async with s.post(f"{gw.url}/admin/keys", json={"name": "stall", "limits": {"rpm": 2}}) as r:
-                key = await r.json()
-        client = sdk.openai(f"{gw.url}/v1", key["key"], timeout=10, max_retries=0)
+    async with gateway_on_private_redis(policy, mock, pg_url, tmp_path, sdk) as (gw, redis, client):
         assert await call(client) == "ok"
 
         redis.proc.send_signal(signal.SIGSTOP)
@@ -129,15 +131,9 @@ async def test_a_redis_that_stops_answering_is_given_up_on_after_redis_timeout(p
         finally:
             redis.proc.send_signal(signal.SIGCONT)
         assert during == (["ok", "ok"] if policy == "open" else ["503:limiter_unavailable"] * 2)
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"{gw.url}/metrics") as r:
-                metrics = await r.text()
-        assert f'sluice_limiter_unavailable_total{{policy="{policy}"}} 2.0' in metrics
+        assert await limiter_unavailable(gw, policy) == 2
 
         # Redis resumes and runs the two reservations it had received: the first takes the
         # window's second request, so the key is at its limit whatever the policy let through.
         await asyncio.sleep(0.3)
         assert await call(client) == "limited"
-    finally:
-        await gw.stop()
-        redis.stop()
