@@ -12,6 +12,8 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import attrgetter, is_not
 from typing import Any, Iterable, Mapping
 
 import msgspec
@@ -56,9 +58,12 @@ class Dialect:
 # Parameters that only steer best-effort behaviour or attribution: a server that lacks them is
 # called without them rather than failed (OpenAI itself calls ``seed`` best effort).
 _DROPPABLE = frozenset({"user", "seed"})
-# Canonical fields _params() places; other per-deployment params are copied as they are.
-_PARAMS = frozenset({"temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
-                     "parallel_tool_calls", "user", "metadata"})
+# Canonical fields _params() places, as the client set them or a deployment's default; other
+# per-deployment params are copied as they are.
+_PARAM_ORDER = ("temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
+                "parallel_tool_calls", "user", "metadata")
+_PARAMS = frozenset(_PARAM_ORDER)
+_param_values = attrgetter(*_PARAM_ORDER)
 
 DIALECTS: dict[str, Dialect] = {
     d.kind: d
@@ -192,22 +197,15 @@ class OpenAIAdapter:
     def _params(self, req: ChatRequest, up: Upstream, body: dict[str, Any]) -> None:
         """Sampling and attribution fields: the client's value, else the deployment's default."""
         d = self.dialect
-        params = {
-            "temperature": req.temperature,
-            "top_p": req.top_p,
-            "stop": req.stop,
-            "n": req.n,
-            "seed": req.seed,
-            "presence_penalty": req.presence_penalty,
-            "frequency_penalty": req.frequency_penalty,
-            "parallel_tool_calls": req.parallel_tool_calls,
-            "user": req.user,
-            "metadata": req.metadata or None,
-        }
-        for name, value in params.items():
-            if value is None:
-                value = up.params.get(name)
-            if value is None:
+        values = _param_values(req)
+        if up.params:
+            defaults = up.params
+            params = [(name, defaults.get(name) if value is None or (name == "metadata" and not value) else value)
+                      for name, value in zip(_PARAM_ORDER, values)]
+        else:  # the usual deployment: only what the client set, picked out in C
+            params = compress(zip(_PARAM_ORDER, values), map(is_not, values, repeat(None)))
+        for name, value in params:
+            if value is None or (name == "metadata" and not value):
                 continue
             if name in d.unsupported:
                 if (name == "n" and value == 1) or name in _DROPPABLE:
