@@ -106,16 +106,26 @@ class _Compiled:
     (``Limits._compiled``). A check that counts tokens holds amount 0 here: the call's own is
     made per call at ``tokens``' indexes (kind 0: input + output, 1: input, 2: output)."""
 
-    __slots__ = ("checks", "planned", "queueable", "scoped", "shape", "tokens", "windows_only")
+    __slots__ = ("amounts", "checks", "planned", "queueable", "scoped", "shape", "tokens", "windows_only")
 
     def __init__(self, scoped: Any, planned: list[Planned]) -> None:
         self.scoped = scoped  # the principal's limits tuple this was made from (compared by identity)
         self.planned = tuple(planned)
         self.checks = tuple(p.check for p in planned)
+        self.amounts = tuple(c.amount for c in self.checks)
         self.tokens = tuple((i, _TOKEN_KINDS[p.measure]) for i, p in enumerate(planned) if p.measure in _TOKEN_KINDS)
         self.queueable = any(p.queueable for p in planned)
         self.shape = Shape(planned)
         self.windows_only = all(c.window > 0 and c.period is None for c in self.checks)  # rates and tokens
+
+    def amounts_for(self, input_tokens: int, output_tokens: int) -> tuple[int, ...] | list[int]:
+        """Each check's amount for a call with these tokens (``checks_for`` without making checks)."""
+        if not self.tokens:
+            return self.amounts
+        made = list(self.amounts)
+        for i, kind in self.tokens:
+            made[i] = input_tokens + output_tokens if kind == 0 else input_tokens if kind == 1 else output_tokens
+        return made
 
     def checks_for(self, input_tokens: int, output_tokens: int) -> tuple[Check, ...]:
         """The checks of a call with these tokens."""
@@ -440,9 +450,10 @@ class Limits:
         input_tokens = output_tokens = 0
         if compiled.tokens:
             input_tokens, output_tokens = tokens(hint)
-            checks = compiled.checks_for(input_tokens, output_tokens)
-        now = local.clock()
-        res = local.reserve_windows_now(checks, now) if compiled.windows_only else local.reserve_now(checks, now)
+        if compiled.windows_only:
+            res = local.reserve_windows_now(checks, local.clock(), compiled.amounts_for(input_tokens, output_tokens))
+        else:
+            res = local.reserve_now(compiled.checks_for(input_tokens, output_tokens), local.clock())
         demand = Demand(alias, input_tokens, output_tokens)
         if not res.ok:
             failed = compiled.planned[res.failed or 0]

@@ -133,16 +133,16 @@ class _Log:
     Entries are ``(expiry, seq)`` tuples of plain numbers and amounts live in a ``seq → amount``
     dict, so a busy window (a million entries at high rates) adds no objects for the cyclic
     garbage collector to walk. A key has one window, so expiries arrive in order and a deque
-    replaces a heap; an out-of-order ``now`` (tests, replays) is inserted in place.
+    replaces a heap; an out-of-order ``now`` (tests, replays) is inserted in place. Entries stay
+    sorted, so the last one's expiry is when the log will be empty.
     """
 
-    __slots__ = ("amounts", "entries", "newest", "total")
+    __slots__ = ("amounts", "entries", "total")
 
     def __init__(self) -> None:
         self.entries: deque[tuple[float, int]] = deque()
         self.amounts: dict[int, int] = {}
         self.total = 0
-        self.newest = 0.0  # the latest expiry: when the log will be empty
 
     def purge(self, cutoff: float) -> None:
         entries, amounts = self.entries, self.amounts
@@ -158,8 +158,6 @@ class _Log:
             bisect.insort(self.entries, (expiry, seq))
         self.amounts[seq] = amount
         self.total += amount
-        if expiry > self.newest:
-            self.newest = expiry
 
     def wait_for(self, need: int, now: float) -> float:
         """Seconds until entries worth ``need`` have expired."""
@@ -326,15 +324,13 @@ class LocalLimiter:
                         bisect.insort(entries, (expiry, seq))
                     slot.amounts[seq] = amount  # type: ignore[union-attr]
                     slot.total += amount
-                    if expiry > slot.newest:  # type: ignore[union-attr]
-                        slot.newest = expiry  # type: ignore[union-attr]
                     held.append([slot, seq, amount])
                 elif failed is None:
                     held.append([slot, 0, 0])
                 left = check.limit - slot.total
                 remaining.append(left if left > 0 else 0)
                 if slot.entries:  # type: ignore[union-attr]
-                    wait = slot.newest - now  # type: ignore[union-attr]
+                    wait = slot.entries[-1][0] - now  # type: ignore[union-attr]
                     reset.append(wait if wait > 0 else 0.0)
                 else:
                     reset.append(0.0)
@@ -347,54 +343,54 @@ class LocalLimiter:
             reset.append(max(slot.ends - now, 0.0) if type(slot) is _Counter else 0.0)  # type: ignore[union-attr]
         return LocalReservation(checks, failed, retry, tuple(remaining), tuple(reset), held)
 
-    def reserve_windows_now(self, checks: tuple[Check, ...], now: float) -> LocalReservation:
+    def reserve_windows_now(self, checks: tuple[Check, ...], now: float,
+                            amounts: Sequence[int] | None = None) -> LocalReservation:
         """``reserve_now`` for sliding-log checks only (``window > 0``, no period): every rate and
-        token limit, so most reservations. A refusal is left to ``reserve_now`` (nothing is
-        charged before every check has passed), which works out which check binds and for how long."""
+        token limit, so most reservations. ``amounts`` (one per check) stand for the checks' own,
+        so a caller's checks can be made once and reused. A refusal is left to ``reserve_now``
+        (nothing is charged before every check has passed), which works out which check binds
+        and for how long."""
         numbers = self._seq
         if next(numbers) % 4096 == 0:
             self._sweep(now)
+        if amounts is None:
+            amounts = [c.amount for c in checks]
         slots = self._slots
         logs: list[_Log] = []
-        for check in checks:
+        for check, amount in zip(checks, amounts):
             log = slots.get(check.key)
             if log is None:
                 log = slots[check.key] = _Log()
             else:
                 entries = log.entries  # type: ignore[union-attr]
                 if entries and entries[0][0] <= now:
-                    amounts = log.amounts  # type: ignore[union-attr]
+                    held_amounts = log.amounts  # type: ignore[union-attr]
                     while entries and entries[0][0] <= now:
-                        amount = amounts.pop(entries.popleft()[1], None)
-                        if amount is not None:
-                            log.total -= amount
-            if log.total + check.amount > check.limit:
-                return self.reserve_now(checks, now)
+                        expired = held_amounts.pop(entries.popleft()[1], None)
+                        if expired is not None:
+                            log.total -= expired
+            if log.total + amount > check.limit:
+                return self.reserve_now(tuple(map(_with_amount, checks, amounts)), now)
             logs.append(log)  # type: ignore[arg-type]
         held: list[list] = []
         remaining, reset = [], []
-        for check, log in zip(checks, logs):
-            amount = check.amount
+        for check, log, amount in zip(checks, logs, amounts):
+            entries = log.entries
             if amount:
                 seq = next(numbers)
                 expiry = now + check.window
-                entries = log.entries
                 if not entries or expiry >= entries[-1][0]:
                     entries.append((expiry, seq))
                 else:
                     bisect.insort(entries, (expiry, seq))
                 log.amounts[seq] = amount
                 log.total += amount
-                if expiry > log.newest:
-                    log.newest = expiry
                 held.append([log, seq, amount])
             else:
                 held.append([log, 0, 0])
-            left = check.limit - log.total
-            remaining.append(left if left > 0 else 0)
-            if log.entries:
-                wait = log.newest - now
-                reset.append(wait if wait > 0 else 0.0)
+            remaining.append(check.limit - log.total)  # it passed: never below zero
+            if entries:  # all unexpired, sorted: the last leaves last
+                reset.append(entries[-1][0] - now)
             else:
                 reset.append(0.0)
                 slots.pop(check.key, None)
@@ -406,7 +402,8 @@ class LocalLimiter:
         for key in [k for k, c in self._counters.items() if c.ends <= now]:
             del self._counters[key]
         for key in [k for k, slot in self._slots.items()
-                    if (slot.newest <= now if type(slot) is _Log else not slot.holders)]:  # type: ignore[union-attr]
+                    if (not slot.entries or slot.entries[-1][0] <= now if type(slot) is _Log  # type: ignore[union-attr]
+                        else not slot.holders)]:  # type: ignore[union-attr]
             del self._slots[key]
 
     @staticmethod
@@ -434,6 +431,10 @@ class LocalLimiter:
         else:
             slot.total += check.amount
         return seq
+
+
+def _with_amount(check: Check, amount: int) -> Check:
+    return check if check.amount == amount else replace(check, amount=amount)
 
 
 __all__ = ["Check", "Limiter", "Seeder", "LocalLimiter", "LocalReservation", "RedisLimiter", "RedisReservation",
