@@ -88,6 +88,9 @@ def parse_chat_request(body: Any) -> ChatRequest:
         raise _bad("'messages' must be a non-empty array.", "messages")
     messages = [_message(m, i) for i, m in enumerate(raw_messages)]
     keys = body.keys()
+    if keys <= _MINIMAL:  # what most SDK calls send: the rest are defaults, not checked one by one
+        stream, include_usage = _stream_fields(body)
+        return ChatRequest(model=model, messages=messages, stream=stream, include_usage=include_usage)
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -96,14 +99,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
     # Most requests set few of the optional fields: those absent are not checked one by one.
     sampling = _sampling(body) if keys & _SAMPLING else _NO_SAMPLING
     tools, tool_choice = _tools(body) if keys & _TOOL_FIELDS else (None, None)
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _bad(f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__}.", "stream",
-                   "invalid_type")
-    stream = stream is True
-    stream_options = body.get("stream_options")
-    if stream_options is not None and not stream:
-        raise _bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options")
+    stream, include_usage = _stream_fields(body)
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise _bad("Invalid type for 'metadata': expected an object.", "metadata")
@@ -124,12 +120,27 @@ def parse_chat_request(body: Any) -> ChatRequest:
         user=user,
         metadata=metadata,
         stream=stream,
-        include_usage=bool(stream and isinstance(stream_options, dict) and stream_options.get("include_usage")),
+        include_usage=include_usage,
         extra=extra or None,
         extra_dialect="openai" if extra else None,
     )
 
 
+def _stream_fields(body: dict) -> tuple[bool, bool]:
+    """``stream`` and whether ``stream_options`` asks for the usage chunk."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad(f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__}.", "stream",
+                   "invalid_type")
+    stream_options = body.get("stream_options")
+    if stream_options is None:
+        return stream is True, False
+    if not stream:
+        raise _bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options")
+    return True, bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
+
+
+_MINIMAL = frozenset({"model", "messages", "stream", "stream_options"})
 _SAMPLING = frozenset({"temperature", "top_p", "top_k", "max_completion_tokens", "max_tokens", "n", "seed",
                        "presence_penalty", "frequency_penalty"})
 _NO_SAMPLING: dict[str, Any] = dict.fromkeys(("temperature", "top_p", "top_k", "max_tokens", "n", "seed",
