@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from operator import itemgetter
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,6 +15,7 @@ from sluice.api.http import REQUEST_ID_KEY, new_request_id
 
 access_log = logging.getLogger("sluice.access")
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_name = itemgetter(0)
 
 
 class RequestContext:
@@ -26,12 +28,14 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         rid = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                # Propagate the caller's id only if it is a sane token (it ends up in logs).
-                if _VALID_ID.match(value):
-                    rid = value.decode()
-                break
+        headers = scope["headers"]
+        # SDKs send a dozen headers or more: the names are searched in C, not one by one here.
+        names = list(map(_name, headers))
+        if b"x-request-id" in names:
+            value = headers[names.index(b"x-request-id")][1]  # the first, if repeated
+            # Propagate the caller's id only if it is a sane token (it ends up in logs).
+            if _VALID_ID.match(value):
+                rid = value.decode()
         if rid is None:
             rid = new_request_id()
         scope[REQUEST_ID_KEY] = rid
