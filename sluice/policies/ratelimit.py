@@ -347,35 +347,33 @@ class LocalLimiter:
                             amounts: Sequence[int] | None = None) -> LocalReservation:
         """``reserve_now`` for sliding-log checks only (``window > 0``, no period): every rate and
         token limit, so most reservations. ``amounts`` (one per check) stand for the checks' own,
-        so a caller's checks can be made once and reused. A refusal is left to ``reserve_now``
-        (nothing is charged before every check has passed), which works out which check binds
-        and for how long."""
+        so a caller's checks can be made once and reused.
+
+        One pass: each check is charged as soon as it passes, and a check that does not pass
+        takes back what the ones before it charged (synchronous: nobody saw them) and leaves the
+        refusal to ``reserve_now``, which works out which check binds and for how long."""
         numbers = self._seq
         if next(numbers) % 4096 == 0:
             self._sweep(now)
         if amounts is None:
             amounts = [c.amount for c in checks]
         slots = self._slots
-        logs: list[_Log] = []
+        held: list[list] = []
+        remaining, reset = [], []
         for check, amount in zip(checks, amounts):
             log = slots.get(check.key)
             if log is None:
                 log = slots[check.key] = _Log()
-            else:
-                entries = log.entries  # type: ignore[union-attr]
-                if entries and entries[0][0] <= now:
-                    held_amounts = log.amounts  # type: ignore[union-attr]
-                    while entries and entries[0][0] <= now:
-                        expired = held_amounts.pop(entries.popleft()[1], None)
-                        if expired is not None:
-                            log.total -= expired
+            entries = log.entries  # type: ignore[union-attr]
+            if entries and entries[0][0] <= now:
+                held_amounts = log.amounts  # type: ignore[union-attr]
+                while entries and entries[0][0] <= now:
+                    expired = held_amounts.pop(entries.popleft()[1], None)
+                    if expired is not None:
+                        log.total -= expired
             if log.total + amount > check.limit:
+                _take_back(held)
                 return self.reserve_now(tuple(map(_with_amount, checks, amounts)), now)
-            logs.append(log)  # type: ignore[arg-type]
-        held: list[list] = []
-        remaining, reset = [], []
-        for check, log, amount in zip(checks, logs, amounts):
-            entries = log.entries
             if amount:
                 seq = next(numbers)
                 expiry = now + check.window
@@ -383,7 +381,7 @@ class LocalLimiter:
                     entries.append((expiry, seq))
                 else:
                     bisect.insort(entries, (expiry, seq))
-                log.amounts[seq] = amount
+                log.amounts[seq] = amount  # type: ignore[union-attr]
                 log.total += amount
                 held.append([log, seq, amount])
             else:
@@ -431,6 +429,18 @@ class LocalLimiter:
         else:
             slot.total += check.amount
         return seq
+
+
+def _take_back(held: list[list]) -> None:
+    """Undo the charges ``reserve_windows_now`` made before a check failed, entries included
+    (a log's last entry says when it empties)."""
+    for log, seq, amount in held:
+        if seq:
+            entries = log.entries
+            entry = next(e for e in reversed(entries) if e[1] == seq)
+            entries.remove(entry)
+            del log.amounts[seq]
+            log.total -= amount
 
 
 def _with_amount(check: Check, amount: int) -> Check:
