@@ -66,6 +66,8 @@ def mock(
     no_record: bool = typer.Option(False, "--no-record", help="Do not keep received requests for /_mock/requests."),
     require_known_model: bool = typer.Option(False, "--require-known-model",
                                              help="Answer 404 for models not given with --model."),
+    edge_cookie: bool = typer.Option(False, "--edge-cookie",
+                                     help="Set a cookie on OpenAI chat answers, as the real API's CDN edge does."),
 ) -> None:
     """Run the provider emulator (OpenAI, Azure, Anthropic, Gemini and TGI wire formats)."""
     from sluice.mock import MockOptions, run_mock
@@ -73,7 +75,8 @@ def mock(
 
     install_uvloop()
     options = MockOptions(latency_ms=latency_ms, chunk_delay_ms=chunk_delay_ms, embedding_dims=embedding_dims,
-                          record_requests=not no_record, require_known_model=require_known_model)
+                          record_requests=not no_record, require_known_model=require_known_model,
+                          edge_cookie=edge_cookie)
     if model:
         options.models = list(model)
     run_mock(host, port, options)

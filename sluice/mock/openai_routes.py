@@ -117,6 +117,8 @@ async def _respond_chat(request: web.Request, ctx: ChatCtx, model: str, plan: Pl
     rid = state.next_id()
     head = {"id": f"chatcmpl-mock{rid}", "created": int(time.time()), "model": model, "system_fingerprint": "fp_mock"}
     headers = {"x-request-id": f"req_mock{rid}"}
+    if state.options.edge_cookie:
+        headers["set-cookie"] = f"__cf_bm=mock{rid}; path=/; HttpOnly; SameSite=None"
     if ctx.stream:
         return await send_events(request, _chat_events(head, reply, ctx, rid), plan, headers)
     choices = [

@@ -29,6 +29,9 @@ class MockOptions:
     record_requests: bool = True  # keep a log for GET /_mock/requests
     max_recorded: int = 1000
     require_known_model: bool = False  # answer 404 for models not in ``models``
+    # A Set-Cookie on OpenAI chat answers, as the CDN edge in front of the real APIs sends one
+    # (Cloudflare's __cf_bm): clients must not carry it from one caller's call to another's.
+    edge_cookie: bool = False
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:

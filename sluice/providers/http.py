@@ -68,6 +68,9 @@ class HttpPool:
             )
             s = aiohttp.ClientSession(
                 connector=connector,
+                # One session serves every caller: a cookie one upstream answer set (a CDN's
+                # __cf_bm, a login proxy's session) must not ride along on anyone else's call.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
                 auto_decompress=True,
                 headers={"user-agent": "sluice"},  # fixed: cheaper than skip_auto_headers per request
