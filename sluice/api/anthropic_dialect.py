@@ -146,6 +146,8 @@ def parse_request(body: Any) -> ChatRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _invalid("stream", "Input should be a valid boolean")
+    if body.keys() <= _MINIMAL:  # what most SDK calls send: the rest are defaults, not looked up one by one
+        return ChatRequest(model=model, messages=messages, max_tokens=max_tokens, stream=stream, include_usage=stream)
     tools = _tools(body.get("tools"))
     tool_choice, parallel = _tool_choice(body.get("tool_choice"))
     metadata = _metadata(body.get("metadata"))
@@ -170,6 +172,9 @@ def parse_request(body: Any) -> ChatRequest:
         extra=extra,
         extra_dialect="anthropic" if extra else None,
     )
+
+
+_MINIMAL = frozenset({"model", "max_tokens", "messages", "system", "stream"})
 
 
 def _passthrough(body: dict[str, Any]) -> dict[str, Any] | None:

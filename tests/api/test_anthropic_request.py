@@ -184,6 +184,15 @@ def test_minimal_request() -> None:
     assert req.extra is None and req.metadata is None and req.user is None
 
 
+@pytest.mark.parametrize("fields", [{}, {"stream": True}, {"system": "Be brief."},
+                                    {"system": [{"type": "text", "text": "Be brief."}], "stream": False}])
+def test_a_minimal_request_parses_as_the_full_path_does(fields: dict) -> None:
+    """Bodies of only model, max_tokens, messages, system and stream take a short path; an
+    optional field sent as null takes the full one. Both must give the same request."""
+    minimal = {**body(), **fields}
+    assert parse_request(minimal) == parse_request({**minimal, "temperature": None, "tools": None})
+
+
 def test_sampling_and_stream_fields() -> None:
     req = parse_request(
         body(temperature=0, top_p=0.9, top_k=40, stop_sequences=["\n\nHuman:", "END"], stream=True, max_tokens=2048.0)

@@ -73,6 +73,15 @@ def test_minimal_request():
     assert r.stream is False and r.include_usage is False and r.extra is None
 
 
+@pytest.mark.parametrize("fields", [{}, {"stream": False}, {"stream": True},
+                                    {"stream": True, "stream_options": {"include_usage": True}}])
+def test_a_minimal_request_parses_as_the_full_path_does(fields):
+    """Bodies of only model, messages and the stream fields take a short path; an optional field
+    sent as null takes the full one. Both must give the same request."""
+    body = chat(**fields)
+    assert parse_chat_request(body) == parse_chat_request({**body, "temperature": None, "tools": None})
+
+
 def test_every_parameter():
     r = parse_chat_request(chat(
         temperature=0.5, top_p=0.9, max_completion_tokens=100, max_tokens=50, stop="END", n=2, seed=-5,
