@@ -527,22 +527,23 @@ class Limits:
         caller's checks come ready made, as in ``admit_now``. A limiter that can send the
         reservation at once (``send_reserve``: Sluice's Redis client, connected) is awaited here,
         with no coroutine of its own in between: each one is paid again when the reply wakes the call."""
-        if not compiled.checks:
+        checks = compiled.checks
+        if not checks:
             return None
-        checks = compiled.checks_for(demand.input_tokens, demand.output_tokens)
+        amounts = compiled.amounts_for(demand.input_tokens, demand.output_tokens)  # no check made per call
         res = None
         try:
-            sent = self._send_reserve(checks, compiled.checks) if self._send_reserve is not None else None
+            sent = self._send_reserve(checks, checks, amounts) if self._send_reserve is not None else None
             if sent is not None:
                 try:
-                    res = self.limiter.reservation(checks, sent[0], await sent[1])  # type: ignore[attr-defined]
+                    res = self.limiter.reservation(checks, sent[0], await sent[1], amounts)  # type: ignore[attr-defined]
                 except (GatewayError, asyncio.CancelledError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - any limiter failure goes through the policy
                     if not self.limiter.script_missing(exc):  # type: ignore[attr-defined]
                         self._unavailable(exc)
             if res is None:  # not sent, or Redis lost the script: the limiter's own way (it loads it)
-                res = await self._reserve(checks, _no_seed)
+                res = await self._reserve(compiled.checks_for(demand.input_tokens, demand.output_tokens), _no_seed)
         except LimiterUnavailable:
             return self._limiter_down()
         if not res.ok:

@@ -235,10 +235,12 @@ class RedisReservation:
     """A ``Reservation`` held in Redis; ``settle`` and ``release`` are one round trip each
     (shared with the other adjustments of the moment)."""
 
-    __slots__ = ("_held", "_limiter", "_rid", "behind", "checks", "failed", "ok", "remaining", "reset", "retry_after")
+    __slots__ = ("_amounts", "_held", "_limiter", "_rid", "behind", "checks", "failed", "ok", "remaining", "reset",
+                 "retry_after")
 
     def __init__(self, limiter: RedisLimiter, checks: tuple[CheckLike, ...], failed: int | None,
-                 retry_after: float, remaining: tuple[int, ...], reset: tuple[float, ...], rid: str | bytes) -> None:
+                 retry_after: float, remaining: tuple[int, ...], reset: tuple[float, ...], rid: str | bytes,
+                 amounts: Sequence[int] | None = None) -> None:
         self.ok = failed is None
         self.checks, self.failed, self.retry_after = checks, failed, retry_after
         self.remaining, self.reset = remaining, reset
@@ -248,6 +250,7 @@ class RedisReservation:
         # the amount held under each check (its member is "<rid>:<i>:<amount>", a counter's "c:<amount>"); 0: none.
         # Made at the first settle or release: most calls settle once, and a refused one never.
         self._held: list[int] | None = None
+        self._amounts = amounts  # what each check reserved, when not its own amount (send_reserve)
 
     async def settle(self, amounts: Sequence[int | None]) -> None:
         adjustment = self._adjustment(amounts)
@@ -274,7 +277,8 @@ class RedisReservation:
             raise ValueError("settle needs one amount (or None) per check")
         held_amounts = self._held
         if held_amounts is None:
-            held_amounts = self._held = [0] * len(checks) if not self.ok else [max(c.amount, 0) for c in checks]
+            reserved = self._amounts if self._amounts is not None else [c.amount for c in checks]
+            held_amounts = self._held = [0] * len(checks) if not self.ok else [max(a, 0) for a in reserved]
         changes = []
         for i, amount in enumerate(amounts):
             if amount is None:
@@ -502,16 +506,17 @@ class RedisLimiter:
             rid, raw = await self._reserve_once(checks, now, line)
         return self.reservation(checks, rid, raw)
 
-    def send_reserve(self, checks: tuple[CheckLike, ...],
-                     template: tuple[CheckLike, ...] | None = None) -> tuple[bytes, asyncio.Future] | None:
+    def send_reserve(self, checks: tuple[CheckLike, ...], template: tuple[CheckLike, ...] | None = None,
+                     amounts: Sequence[int] | None = None) -> tuple[bytes, asyncio.Future] | None:
         """Send the reservation of ``checks`` (windows and gauges: nothing to seed; Redis's clock)
         in this turn of the loop, when Sluice's own client is connected: the reservation id and
         the reply's future, for ``reservation``. None: not sent, use ``reserve``. A reply that
         fails ``script_missing`` asks for ``reserve``, which loads the script.
 
         ``template``: checks the caller reserves again and again, of which ``checks`` is a copy
-        where some amounts may differ (a check that is the template's own object keeps its
-        amount). Their command is then encoded once and only the differing amounts per call."""
+        where some amounts may differ. Their command is then encoded once and only the differing
+        amounts per call. ``amounts`` (one per check) stand for the checks' own: the caller can
+        pass the template as ``checks`` and make no check per call."""
         if not self._pipelined:
             return None
         rid = b"%s%010x" % (self._rid_prefix_bytes, next(self._rids))
@@ -522,11 +527,13 @@ class RedisLimiter:
             if made is None or made[0] is not template:
                 made = self._template(template)
             parts = [made[1], b"$%d\r\n%s\r\n" % (len(rid), rid)]
-            for check, base, encoded in zip(checks, template, made[2], strict=True):
-                if check is base:
+            if amounts is None:
+                amounts = [c.amount for c in checks]
+            for base, amount, encoded in zip(template, amounts, made[2], strict=True):
+                if amount == base.amount:
                     parts.append(encoded[0])
                 else:
-                    parts += (encoded[1], b"$%d\r\n%d\r\n" % (len(b"%d" % check.amount), check.amount), encoded[2])
+                    parts += (encoded[1], b"$%d\r\n%d\r\n" % (len(b"%d" % amount), amount), encoded[2])
             command = b"".join(parts)
         reply = self._client.send_now(command, self.timeout)
         return None if reply is None else (rid, reply)
@@ -605,8 +612,9 @@ class RedisLimiter:
                      bulk(b"%d" % MARK_LIFE_MS))
         return b"".join(keys + args)
 
-    def reservation(self, checks: tuple[CheckLike, ...], rid: str | bytes, raw: Any) -> RedisReservation:
-        """The reservation a reserve script's reply stands for."""
+    def reservation(self, checks: tuple[CheckLike, ...], rid: str | bytes, raw: Any,
+                    amounts: Sequence[int] | None = None) -> RedisReservation:
+        """The reservation a reserve script's reply stands for; ``amounts`` as in ``send_reserve``."""
         failed = int(raw[0])
         if failed == -2:
             raise RuntimeError("period counters still unseeded after seeding")
@@ -618,7 +626,7 @@ class RedisLimiter:
         if len(remaining) != len(checks):
             raise ValueError(f"a reply for {len(remaining)} checks, not {len(checks)}")
         if failed < 0:
-            return RedisReservation(self, checks, None, 0.0, remaining, tuple(map(float, raw[4::2])), rid)
+            return RedisReservation(self, checks, None, 0.0, remaining, tuple(map(float, raw[4::2])), rid, amounts)
         return RedisReservation(self, checks, failed, float(raw[1]), remaining, tuple(map(float, raw[4::2])), rid)
 
 

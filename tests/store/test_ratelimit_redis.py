@@ -99,9 +99,10 @@ async def test_settling_without_waiting_lands_in_order_and_after_redis_lost_the_
 
 
 async def test_a_reservation_sent_from_a_template_charges_its_own_amounts(redis_url, redis_prefix):
-    """``send_reserve(checks, template)`` encodes the template's command once; a check that is
-    not the template's own object (a call's token count) is charged its own amount, and a settle
-    finds the entry under the reservation's id."""
+    """``send_reserve(checks, template)`` encodes the template's command once; a check whose
+    amount differs from the template's (a call's token count) is charged its own amount, also
+    when the amounts come apart from the checks, and a settle finds the entry under the
+    reservation's id and the amount it reserved."""
     client = PipelinedRedis(redis_url)
     lim = RedisLimiter(client, f"{redis_prefix}:{secrets.token_hex(3)}")
     template = (Check("tpl:rpm", 10, 60.0, 1), Check("tpl:tpm", 1000, 60.0, 0), Check("tpl:inflight", 5, 0.0, 1))
@@ -109,6 +110,10 @@ async def test_a_reservation_sent_from_a_template_charges_its_own_amounts(redis_
         await lim.reserve([Check("warm", 1, 60.0, 0)])  # connects: send_reserve needs a connection
         results = []
         for tokens in (300, 200, 0):
+            if tokens == 200:  # the template itself with the call's amounts beside it, as Limits sends them
+                rid, reply = lim.send_reserve(template, template, (1, tokens, 1))
+                results.append(lim.reservation(template, rid, await reply, (1, tokens, 1)))
+                continue
             checks = (template[0], Check("tpl:tpm", 1000, 60.0, tokens), template[2])
             rid, reply = lim.send_reserve(checks, template)
             results.append(lim.reservation(checks, rid, await reply))
@@ -118,11 +123,11 @@ async def test_a_reservation_sent_from_a_template_charges_its_own_amounts(redis_
         refused = lim.reservation(other, rid, await reply)
         assert not refused.ok and refused.failed == 1 and refused.remaining == (7, 500, 2)
         results[0].settle_now([None, 100, None])  # the 300 reserved became 100
-        await results[1].settle([None, 200, None])  # unchanged
+        await results[1].settle([None, 150, None])  # reserved apart from its checks: 200 became 150
         await results[2].release()
         await lim.drain()
         peek = await lim.reserve([Check("tpl:tpm", 1000, 60.0, 0), Check("tpl:inflight", 5, 0.0, 0)])
-        assert peek.remaining == (700, 3)
+        assert peek.remaining == (750, 3)
     finally:
         await client.aclose()
 
