@@ -515,8 +515,10 @@ class RedisLimiter:
 
         ``template``: checks the caller reserves again and again, of which ``checks`` is a copy
         where some amounts may differ. Their command is then encoded once and only the differing
-        amounts per call. ``amounts`` (one per check) stand for the checks' own: the caller can
-        pass the template as ``checks`` and make no check per call."""
+        amounts per call. ``amounts`` (one per check, with a template) stand for the checks' own:
+        the caller can pass the template as ``checks`` and make no check per call."""
+        if amounts is not None and template is None:
+            raise ValueError("amounts apart from the checks need a template")
         if not self._pipelined:
             return None
         rid = b"%s%010x" % (self._rid_prefix_bytes, next(self._rids))
