@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import credentials  # noqa: E402
 import servers  # noqa: E402
+from instructions import issue_key  # noqa: E402
 from run import body  # noqa: E402
 
 CLIENTS = 4
@@ -85,14 +86,6 @@ def serve_traced(out: str, argv: list[str]) -> None:
 
 
 # ---- the driver --------------------------------------------------------------------------------
-
-def issue_key(proc: servers.Proc, limits: dict | None) -> str:
-    conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=120)
-    spec: dict = {"name": "opcodes", **({"limits": limits} if limits else {})}
-    conn.request("POST", "/admin/keys", json.dumps(spec), {"authorization": f"Bearer {servers.MASTER_KEY}",
-                                                           "content-type": "application/json"})
-    return json.loads(conn.getresponse().read())["key"]
-
 
 def phase(proc: servers.Proc, key: str, payload: bytes, calls: int) -> None:
     """``calls`` calls from ``CLIENTS`` threads, each on one kept-alive connection."""

@@ -131,11 +131,11 @@ class _Compiled:
         """The checks of a call with these tokens."""
         if not self.tokens:
             return self.checks
+        amounts = self.amounts_for(input_tokens, output_tokens)
         made = list(self.checks)
-        for i, kind in self.tokens:
+        for i, _ in self.tokens:
             c = made[i]
-            made[i] = Check(c.key, c.limit, c.window, input_tokens + output_tokens if kind == 0 else
-                            input_tokens if kind == 1 else output_tokens)
+            made[i] = Check(c.key, c.limit, c.window, amounts[i])
         return tuple(made)
 
 
