@@ -95,7 +95,7 @@ def spawn(name: str, cmd: list[str], port: int, logdir: Path, cpus: set[int] | N
     return proc
 
 
-def _wait_listening(proc: Proc, timeout: float = 20.0) -> None:
+def _wait_listening(proc: Proc, timeout: float = float(os.environ.get("BENCH_START_TIMEOUT", "20"))) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
