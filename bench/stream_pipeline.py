@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sluice.api.http import encode_stream
+from sluice.api.http import SSEResponse
 from sluice.api.openai_dialect import ChunkEncoder
 from sluice.gateway import Call, MeteredStream
 from sluice.providers.http import parse_events
@@ -54,7 +54,14 @@ async def one_call(source=_upstream) -> list[bytes]:
     stream = MeteredStream(PrimedStream(await _read_to_first_token(it), it), Call(request_id="r", dialect="openai"),
                            lambda: None)
     encoder = ChunkEncoder("id", "m", True)
-    return [b async for b in encode_stream(stream, encoder.encode, encoder.close, lambda e: b"", "r")]
+    sent: list[bytes] = []
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body":
+            sent.append(message["body"])
+
+    await SSEResponse(stream, encoder.encode, encoder.close, lambda e: b"", "r")({}, None, send)
+    return sent
 
 
 async def main(n: int = 5000) -> None:

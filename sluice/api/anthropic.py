@@ -17,7 +17,6 @@ from sluice.api.http import (
     Watched,
     bearer_token,
     caller_context,
-    encode_stream,
     error_response,
     internal_error,
     read_json,
@@ -50,7 +49,7 @@ class AnthropicRoutes:
         try:
             if req.stream:
                 stream = await self.gateway.stream(call, req)
-                return SSEResponse(_encode(stream, req.model, call), headers=call_headers(call))
+                return _sse(stream, req.model, call)
             resp = await self.gateway.chat(call, req)
             return JSONResponse(dialect.render_response(resp, req.model), headers=call_headers(call))
         except GatewayError as err:
@@ -77,6 +76,7 @@ class AnthropicRoutes:
         return JSONResponse({"input_tokens": max(1, math.ceil(chars / 4))})
 
 
-def _encode(stream: AsyncIterator[list[ChatChunk]], model: str, call: Call) -> AsyncIterator[bytes]:
+def _sse(stream: AsyncIterator[list[ChatChunk]], model: str, call: Call) -> SSEResponse:
     encoder = dialect.StreamEncoder(f"msg_{getrandbits(96):024x}", model)
-    return encode_stream(stream, encoder.encode, encoder.close, encoder.error, call.request_id)
+    return SSEResponse(stream, encoder.encode, encoder.close, encoder.error, call.request_id,
+                       headers=call_headers(call))

@@ -16,7 +16,6 @@ from sluice.api.http import (
     Watched,
     bearer_token,
     caller_context,
-    encode_stream,
     error_response,
     internal_error,
     read_json,
@@ -48,7 +47,7 @@ class OpenAIRoutes:
         try:
             if req.stream:
                 stream = await self.gateway.stream(call, req)
-                return SSEResponse(_encode(stream, req.model, req.include_usage, call), headers=call_headers(call))
+                return _sse(stream, req.model, req.include_usage, call)
             resp = await self.gateway.chat(call, req)
             return JSONResponse(dialect.render_chat_response(resp, req.model), headers=call_headers(call))
         except GatewayError as err:
@@ -98,7 +97,7 @@ def _model(group) -> dict:
     return {"id": group.alias, "object": "model", "created": _CREATED, "owned_by": group.owned_by}
 
 
-def _encode(stream: AsyncIterator[list[ChatChunk]], model: str, include_usage: bool, call: Call) -> AsyncIterator[bytes]:
+def _sse(stream: AsyncIterator[list[ChatChunk]], model: str, include_usage: bool, call: Call) -> SSEResponse:
     encoder = dialect.ChunkEncoder(f"chatcmpl-{getrandbits(96):024x}", model, include_usage)
-    return encode_stream(stream, encoder.encode, encoder.close, dialect.stream_error, call.request_id,
-                         encoder.ended)
+    return SSEResponse(stream, encoder.encode, encoder.close, dialect.stream_error, call.request_id, encoder.ended,
+                       headers=call_headers(call))

@@ -388,19 +388,12 @@ class ChunkEncoder:
     points (with the finish chunk, after it, cumulatively), OpenAI clients expect it once, last.
     """
 
-    __slots__ = ("_prefix", "_suffix", "_text_head", "_text_tail", "include_usage", "_usage", "_roles_sent",
-                 "_model", "_upstream_model", "_relayed", "_done_sent")
+    __slots__ = ("_id", "_created", "_prefix", "_suffix", "_text_head", "_text_tail", "include_usage", "_usage",
+                 "_roles_sent", "_model_name", "_model", "_upstream_model", "_relayed", "_done_sent")
 
     def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
-        head = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-        # Every chunk shares the envelope: encode it once and splice the choices in.
-        envelope = orjson.dumps(head)
-        self._prefix = b"data: " + envelope[:-1] + b',"choices":'
-        # With include_usage, OpenAI sends "usage": null on every chunk but the last.
-        self._suffix = b',"usage":null}\n\n' if include_usage else b"}\n\n"
-        # Most chunks are one piece of text for choice 0: spliced into a ready template.
-        self._text_head = self._prefix + b'[{"index":0,"delta":{"content":'
-        self._text_tail = b'},"logprobs":null,"finish_reason":null}]' + self._suffix
+        self._id, self._created, self._model_name = completion_id, int(time.time()), model
+        self._prefix = self._suffix = self._text_head = self._text_tail = b""  # see _templates
         self.include_usage = include_usage
         self._usage: Usage | None = None
         self._roles_sent: set[int] = set()
@@ -409,12 +402,26 @@ class ChunkEncoder:
         self._relayed = False
         self._done_sent = False
 
+    def _templates(self) -> None:
+        """The envelope every encoded chunk shares, built at the first one (a relayed stream,
+        passed through as the upstream's own events, never needs it)."""
+        head = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model_name}
+        envelope = orjson.dumps(head)
+        self._prefix = b"data: " + envelope[:-1] + b',"choices":'
+        # With include_usage, OpenAI sends "usage": null on every chunk but the last.
+        self._suffix = b',"usage":null}\n\n' if self.include_usage else b"}\n\n"
+        # Most chunks are one piece of text for choice 0: spliced into a ready template.
+        self._text_head = self._prefix + b'[{"index":0,"delta":{"content":'
+        self._text_tail = b'},"logprobs":null,"finish_reason":null}]' + self._suffix
+
     def encode(self, chunk: ChatChunk) -> bytes:
         if chunk.raw is not None:
             return self._relay(chunk)
         if (chunk.text is not None and chunk.index == 0 and chunk.usage is None and chunk.finish_reason is None
-                and not chunk.tool_calls and 0 in self._roles_sent):
+                and not chunk.tool_calls and 0 in self._roles_sent):  # a role went out: templates are built
             return self._text_head + orjson.dumps(chunk.text) + self._text_tail
+        if not self._prefix:
+            self._templates()
         if chunk.usage is not None:
             self._usage = chunk.usage  # the latest report wins: some upstreams send running totals
         delta: dict[str, Any] = {}
@@ -464,6 +471,8 @@ class ChunkEncoder:
             return b"" if self._done_sent else done  # the relayed events carried the usage report
         if not self.include_usage or self._usage is None:
             return done
+        if not self._prefix:
+            self._templates()
         return self._prefix + b'[],"usage":' + orjson.dumps(_usage(self._usage)) + b"}\n\n" + done
 
 

@@ -635,7 +635,7 @@ def test_relayed_model_is_replaced_literally():
 
 async def _sent(batches: list) -> list[dict]:
     """What an ASGI server is asked to write for a relayed stream of these batches."""
-    from sluice.api.http import SSEResponse, encode_stream
+    from sluice.api.http import SSEResponse
     from sluice.api.openai_dialect import stream_error
 
     async def upstream():
@@ -648,8 +648,7 @@ async def _sent(batches: list) -> list[dict]:
     async def send(message):
         sent.append(message)
 
-    await SSEResponse(encode_stream(upstream(), enc.encode, enc.close, stream_error, "rid", enc.ended))(
-        {}, None, send)
+    await SSEResponse(upstream(), enc.encode, enc.close, stream_error, "rid", enc.ended)({}, None, send)
     return sent
 
 
