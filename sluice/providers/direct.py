@@ -29,7 +29,7 @@ from yarl import URL
 _VERSION = tuple(int(part) for part in aiohttp.__version__.split(".")[:2])
 # The releases whose inner entry points (ClientRequest's keywords, BaseConnector.connect,
 # ResponseHandler.set_response_params, ClientRequest.send, ClientResponse.start) were checked.
-SUPPORTED = (3, 10) <= _VERSION < (3, 15)
+SUPPORTED = (3, 14) <= _VERSION < (3, 15)
 
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
 _SCHEMES = frozenset(("http", "https"))
