@@ -371,7 +371,9 @@ class Gateway:
             routed, guard, plan, entry, probe = await self._prepare(call, req)
             if entry is not None:
                 return await self._guard_output(call, guard, entry.response)
-            resp = await self.router.chat(routed, call.route)
+            # Nothing on the way back needs the answer's text: it may go out as the upstream sent it.
+            relay = call.dialect if guard is None and (plan is None or not plan.store) else None
+            resp = await self.router.chat(routed, call.route, relay)
             call.usage = resp.usage
             if plan is not None and plan.store:
                 self._save(call, plan, resp, probe)  # as the upstream saw it: placeholders, not values

@@ -121,10 +121,12 @@ class JSONResponse(Response):
 
     media_type = "application/json"
 
-    def __init__(self, content: Any, status_code: int = 200, headers: Headers | None = None) -> None:
+    def __init__(self, content: Any, status_code: int = 200, headers: Headers | None = None,
+                 encoded: bool = False) -> None:
+        """``encoded``: ``content`` is JSON bytes already (a relayed upstream answer)."""
         self.status_code = status_code
         self.background = None
-        self.body = body = orjson.dumps(content)
+        self.body = body = content if encoded else orjson.dumps(content)
         self.raw_headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json"),
                             *_raw_headers(headers)]
 

@@ -355,6 +355,12 @@ def _usage(u: Usage | None) -> dict[str, Any]:
     }
 
 
+def relayed_answer_body(resp: ChatResponse, model: str) -> bytes:
+    """A relayed answer's bytes (``ChatResponse.raw``) under the model name the client used."""
+    head, tail = resp.raw  # type: ignore[misc]
+    return b"".join((head, b'"model":', orjson.dumps(model), tail))
+
+
 def render_chat_response(resp: ChatResponse, model: str) -> dict[str, Any]:
     choices = []
     for c in resp.choices:

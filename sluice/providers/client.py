@@ -24,11 +24,17 @@ class ProviderClient:
         self.pool = pool
         self.timeouts = timeouts
 
-    async def chat(self, req: ChatRequest) -> ChatResponse:
+    async def chat(self, req: ChatRequest, relay: str | None = None) -> ChatResponse:
+        """``relay`` names the client's dialect: when the adapter can pass its answer to such a
+        client as it is, the response carries it (``ChatResponse.raw``) instead of choices."""
         wire = self.adapter.chat_request(req, self.upstream)
         resp = await self.pool.send(self.upstream.provider, wire, self.timeouts)
         if resp.status >= 400:
             raise self._error(resp.status, resp.body, resp.headers)
+        if relay is not None and hasattr(self.adapter, "relay_response"):
+            relayed = self.adapter.relay_response(relay, resp.body, self.upstream)
+            if relayed is not None:
+                return relayed
         return self.adapter.chat_response(_json(resp.body, self.upstream.provider), req, self.upstream)
 
     async def stream(self, req: ChatRequest, relay: str | None = None) -> AsyncIterator[list[ChatChunk]]:

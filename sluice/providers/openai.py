@@ -20,6 +20,7 @@ import msgspec
 import orjson
 
 from sluice.providers.base import SSEEvent, Upstream, WireRequest, decode_error_body, retry_after_seconds
+from sluice.providers.answer_relay import decode_answer, split_at_model
 from sluice.providers.relay import OpenAIRelay
 from sluice.schema import (
     ChatChunk,
@@ -301,6 +302,10 @@ class OpenAIAdapter:
     def stream_decoder(self, req: ChatRequest, up: Upstream) -> "OpenAIStreamDecoder":
         return OpenAIStreamDecoder(up.provider)
 
+    def relay_response(self, dialect: str, body: bytes, up: Upstream) -> ChatResponse | None:
+        """This upstream's answer as it is, for a client of ``dialect`` that can take it."""
+        return relayed_answer(body) if dialect == "openai" else None
+
     def relay(self, dialect: str, req: ChatRequest, up: Upstream) -> OpenAIRelay | None:
         """A relay of this upstream's events to a client of ``dialect``, when it can take them."""
         if dialect != "openai":
@@ -473,6 +478,32 @@ def _stream_error(obj: dict) -> GatewayError:
     else:
         payload = {"error": str(err)}
     return error_from_wire(status, payload, {})
+
+
+def relayed_answer(body: bytes) -> ChatResponse | None:
+    """An answer an OpenAI client can take as the upstream sent it, or None when the decoding
+    path (``chat_response``) must normalise it first.
+
+    Decoding an answer into canonical choices and rendering it back costs a non-streaming call
+    some 350 Python opcodes, for the same content in the common case. Here the answer is checked
+    against the shape the decoding path leaves as it is (``answer_relay.Answer``, in C); only its
+    usage is read (the ledger and the limits need it), and its bytes go to the client with the
+    model renamed to the client's alias. Fields Sluice does not model (``logprobs``,
+    ``annotations``, usage details, ``service_tier``) reach the client as OpenAI sent them.
+    """
+    try:
+        answer = decode_answer(body)
+    except msgspec.DecodeError:  # not that shape (or not JSON): the decoding path deals with it
+        return None
+    around = split_at_model(body)
+    if around is None:
+        return None
+    u = answer.usage
+    cached = (u.prompt_tokens_details.cached_tokens if u.prompt_tokens_details else 0) or u.prompt_cache_hit_tokens
+    reasoning = u.completion_tokens_details.reasoning_tokens if u.completion_tokens_details else 0
+    usage = Usage(input_tokens=u.prompt_tokens, output_tokens=u.completion_tokens, cached_tokens=cached,
+                  reasoning_tokens=reasoning)
+    return ChatResponse(id=answer.id, model=answer.model, choices=[], usage=usage, raw=around)
 
 
 def usage_from_wire(u: Any) -> Usage | None:

@@ -450,8 +450,12 @@ class Router:
                 err = next_err
         raise err
 
-    def chat(self, req: ChatRequest, route: Route) -> Awaitable[ChatResponse]:
-        return self._attempts(req, route, _chat)
+    def chat(self, req: ChatRequest, route: Route, relay: str | None = None) -> Awaitable[ChatResponse]:
+        """``relay``: the client's dialect, for deployments that can pass their answer on as it is
+        (see ``stream``)."""
+        if relay is None:
+            return self._attempts(req, route, _chat)
+        return self._attempts(req, route, lambda dep, r: dep.client.chat(r, relay))
 
     def embed(self, req: EmbeddingRequest, route: Route) -> Awaitable[EmbeddingResponse]:
         return self._attempts(req, route, _embed)

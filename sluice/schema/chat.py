@@ -142,6 +142,9 @@ class ChatResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     usage: Usage | None = None
     created: int = 0
     system_fingerprint: str | None = None
+    # A relayed answer (sluice.providers.answer_relay): the upstream's own bytes before and after
+    # its "model" field, for a client of its dialect; ``choices`` is then empty.
+    raw: tuple[bytes, bytes] | None = None
 
 
 class ToolCallDelta(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -42,6 +42,17 @@ async def test_chat(oai, model):
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
 
 
+async def test_openai_answer_is_relayed_with_the_upstreams_own_fields(oai):
+    # OpenAI client, OpenAI upstream, no stage reading the answer: it goes out as the upstream
+    # sent it, under the alias. Decoding it would drop service_tier and the usage details
+    # Sluice does not model.
+    resp = await oai.chat.completions.create(model="gpt-mock", messages=[{"role": "user", "content": "Hello relay"}])
+    assert resp.model == "gpt-mock"
+    assert resp.choices[0].message.content == expected_text_reply("Hello relay")
+    assert resp.service_tier == "default"
+    assert resp.usage.prompt_tokens_details.audio_tokens == 0
+
+
 @pytest.mark.parametrize("model", list(CHAT_MODELS))
 async def test_chat_stream_with_usage(oai, model):
     stream = await oai.chat.completions.create(
