@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from sluice.schema import Usage
+
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
@@ -70,6 +72,33 @@ class Answer(msgspec.Struct):
 
 
 decode_answer = msgspec.json.Decoder(Answer).decode
+
+
+class _UsageReport(msgspec.Struct):
+    usage: AnswerUsage
+
+
+_decode_report = msgspec.json.Decoder(_UsageReport).decode
+
+
+def usage_of(u: AnswerUsage) -> Usage:
+    """Sluice's usage from OpenAI's (as ``openai.usage_from_wire`` reads a dict)."""
+    cached = (u.prompt_tokens_details.cached_tokens if u.prompt_tokens_details else 0) or u.prompt_cache_hit_tokens
+    reasoning = u.completion_tokens_details.reasoning_tokens if u.completion_tokens_details else 0
+    return Usage(input_tokens=u.prompt_tokens, output_tokens=u.completion_tokens, cached_tokens=cached,
+                 reasoning_tokens=reasoning)
+
+
+def reported_usage(event: bytes) -> Usage | None:
+    """The usage in a stream's usage report, one ``data:`` line (blank lines around it allowed),
+    read in C; None for any other shape (the stream decoder then reads it)."""
+    event = event.strip()
+    if not event.startswith(b"data:") or b"\n" in event:
+        return None
+    try:
+        return usage_of(_decode_report(event[5:]).usage)
+    except msgspec.DecodeError:
+        return None
 
 # A JSON key can only be a real "model" field here: inside a string its quotes are escaped.
 _MODEL_FIELD = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')

@@ -20,7 +20,7 @@ import msgspec
 import orjson
 
 from sluice.providers.base import SSEEvent, Upstream, WireRequest, decode_error_body, retry_after_seconds
-from sluice.providers.answer_relay import decode_answer, split_at_model
+from sluice.providers.answer_relay import decode_answer, split_at_model, usage_of
 from sluice.providers.relay import OpenAIRelay
 from sluice.schema import (
     ChatChunk,
@@ -498,12 +498,7 @@ def relayed_answer(body: bytes) -> ChatResponse | None:
     around = split_at_model(body)
     if around is None:
         return None
-    u = answer.usage
-    cached = (u.prompt_tokens_details.cached_tokens if u.prompt_tokens_details else 0) or u.prompt_cache_hit_tokens
-    reasoning = u.completion_tokens_details.reasoning_tokens if u.completion_tokens_details else 0
-    usage = Usage(input_tokens=u.prompt_tokens, output_tokens=u.completion_tokens, cached_tokens=cached,
-                  reasoning_tokens=reasoning)
-    return ChatResponse(id=answer.id, model=answer.model, choices=[], usage=usage, raw=around)
+    return ChatResponse(id=answer.id, model=answer.model, choices=[], usage=usage_of(answer.usage), raw=around)
 
 
 def usage_from_wire(u: Any) -> Usage | None:

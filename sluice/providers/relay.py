@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sluice.providers.answer_relay import reported_usage
 from sluice.providers.http import parse_events
 from sluice.schema import ChatChunk
 
@@ -107,7 +108,7 @@ class OpenAIRelay:
                 before, after = block.rfind(b"\n\n", 0, at), block.find(b"\n\n", at)
                 start = 0 if before < 0 else before + 2
                 end = len(block) if after < 0 else after + 2
-                usage = self._usage_of(block[start:end], usage)
+                usage = reported_usage(block[start:end]) or self._usage_of(block[start:end], usage)
                 if not self._keep_usage and _USAGE_ONLY in block[start:end]:
                     block = block[:start] + block[end:]
                     at = block.find(b'"usage":{', start)

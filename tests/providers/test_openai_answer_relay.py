@@ -145,3 +145,47 @@ def test_answers_the_decoding_path_would_change_are_left_to_it(payload):
 
 def test_a_body_that_is_not_json_is_left_to_the_decoding_path():
     assert relayed_answer(b"<html>502 Bad Gateway</html>") is None
+
+
+# ---- a stream's usage report, read in C by the stream relay ------------------------------------
+
+USAGES = [
+    {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+    {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12,
+     "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
+     "completion_tokens_details": {"reasoning_tokens": 2, "audio_tokens": 0}},
+    {"prompt_tokens": 9, "completion_tokens": 3, "prompt_tokens_details": None, "completion_tokens_details": None},
+    {"prompt_tokens": 9, "completion_tokens": 3, "prompt_cache_hit_tokens": 5, "prompt_cache_miss_tokens": 4},
+]
+
+
+def report(usage: dict, **over) -> dict:
+    event = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
+             "usage": usage}
+    event.update(over)
+    return event
+
+
+@pytest.mark.parametrize("usage", USAGES)
+def test_a_usage_report_reads_as_the_stream_decoder_reads_it(usage):
+    from sluice.providers.answer_relay import reported_usage
+    from sluice.providers.openai import usage_from_wire
+
+    for sep in (b"data: ", b"data:"):
+        assert reported_usage(b"\n" + sep + orjson.dumps(report(usage)) + b"\n\n") == usage_from_wire(usage)
+    # With a choice in the same event (vLLM's continuous usage, a finish with usage).
+    with_choice = report(usage, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])
+    assert reported_usage(b"data: " + orjson.dumps(with_choice)) == usage_from_wire(usage)
+
+
+@pytest.mark.parametrize("event", [
+    b"event: usage\ndata: " + orjson.dumps(report(USAGES[0])),  # more than one line
+    b"data: " + orjson.dumps(report({"prompt_tokens": None, "completion_tokens": 1})),
+    b"data: " + orjson.dumps({"choices": [], "x_groq": {"usage": USAGES[0]}}),  # Groq's place for it
+    b": keep-alive",
+    b"data: [DONE]",
+])
+def test_other_usage_shapes_are_left_to_the_stream_decoder(event):
+    from sluice.providers.answer_relay import reported_usage
+
+    assert reported_usage(event) is None
