@@ -84,6 +84,15 @@ def test_non_openai_finish_reasons_become_the_decoded_ones():
     assert b'"finish_reason":"tool_calls"' in kept[0].raw
 
 
+@pytest.mark.parametrize("reason", ["stop", "length", "tool_calls", "content_filter", "stopped", "stop_sequence",
+                                    "", "eos", "lengthy", "error"])
+def test_only_finish_reasons_outside_openais_set_are_rewritten(reason):
+    raw = b"".join(c.raw for c in run(chunk({"content": "x"}) + chunk({}, reason)))
+    wanted = _wire_finish(reason) if reason else "stop"
+    assert (f'"finish_reason":"{reason}"'.encode() in raw) == (reason == wanted)
+    assert f'"finish_reason":"{wanted}"'.encode() in raw
+
+
 def test_newline_delimited_json_falls_back_to_decoding():
     body = orjson.dumps({"choices": [{"index": 0, "delta": {"content": "hi"}}]}) + b"\n\n"
     out = run(body)
