@@ -50,7 +50,8 @@ class OpenAIRoutes:
                 return _sse(stream, req.model, req.include_usage, call)
             resp = await self.gateway.chat(call, req)
             if resp.raw is not None:
-                return JSONResponse(dialect.relayed_answer_body(resp, req.model), headers=call_headers(call), encoded=True)
+                body = dialect.relayed_answer_body(resp, req.model)
+                return JSONResponse(body, headers=call_headers(call), encoded=True)
             return JSONResponse(dialect.render_chat_response(resp, req.model), headers=call_headers(call))
         except GatewayError as err:
             return error_response(err, dialect.render_error, call_headers(call))

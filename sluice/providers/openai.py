@@ -19,8 +19,8 @@ from typing import Any, Iterable, Mapping
 import msgspec
 import orjson
 
-from sluice.providers.base import SSEEvent, Upstream, WireRequest, decode_error_body, retry_after_seconds
 from sluice.providers.answer_relay import decode_answer, split_at_model, usage_of
+from sluice.providers.base import SSEEvent, Upstream, WireRequest, decode_error_body, retry_after_seconds
 from sluice.providers.relay import OpenAIRelay
 from sluice.schema import (
     ChatChunk,

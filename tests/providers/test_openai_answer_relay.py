@@ -133,7 +133,8 @@ def _bad_tool_call(**over) -> dict:
     _choice(message={"role": "assistant", "content": [{"type": "text", "text": "parts"}]}),
     _choice(message="text"), _choice(index=None),
     _bad_tool_call(id=None), _bad_tool_call(function={"arguments": "{}"}), _bad_tool_call(type="custom"),
-    _bad_tool_call(function={"name": "f", "arguments": {"a": 1}}), _bad_tool_call(function={"name": "", "arguments": ""}),
+    _bad_tool_call(function={"name": "f", "arguments": {"a": 1}}),
+    _bad_tool_call(function={"name": "", "arguments": ""}),
     answer(created=0), _choice(message={"role": "user", "content": "x"}),
     answer(usage={"prompt_tokens": None, "completion_tokens": 1}), answer(model=None), _without("model"),
     answer(metadata={"model": "another"}),  # a second "model" field: which one to rename is unclear
