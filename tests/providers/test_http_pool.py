@@ -129,30 +129,28 @@ async def test_stream_error_answer_is_read_whole(mock, pool_of, direct_send):
     assert error is not None and error.status == 503 and b"error" in error.body
 
 
+async def read_to_the_end(pool: HttpPool, wire: WireRequest, timeouts: Timeouts) -> None:
+    resp, _ = await pool.open_stream("oai", wire, timeouts)
+    try:
+        async for _batch in read_sse(resp, "oai"):
+            pass
+    finally:
+        resp.release()
+
+
 @pytest.mark.parametrize("direct_send", PATHS)
 async def test_stalled_stream_breaks_on_the_idle_timeout(mock, pool_of, direct_send):
-    pool = pool_of(direct_send)
-    resp, _ = await pool.open_stream("oai", chat(mock, "gpt-4o-mini+stall=2000", stream=True), Timeouts(idle=0.2))
     with pytest.raises(GatewayError) as exc:
-        try:
-            async for _batch in read_sse(resp, "oai"):
-                pass
-        finally:
-            resp.release()
+        await read_to_the_end(pool_of(direct_send), chat(mock, "gpt-4o-mini+stall=2000", stream=True),
+                              Timeouts(idle=0.2))
     assert exc.value.status == 504
 
 
 @pytest.mark.parametrize("direct_send", PATHS)
 async def test_total_timeout_also_bounds_a_stream(mock, pool_of, direct_send):
-    pool = pool_of(direct_send)
-    resp, _ = await pool.open_stream("oai", chat(mock, "gpt-4o-mini+chunk_delay=100", stream=True),
-                                     Timeouts(total=0.35, idle=5))
     with pytest.raises(GatewayError) as exc:
-        try:
-            async for _batch in read_sse(resp, "oai"):
-                pass
-        finally:
-            resp.release()
+        await read_to_the_end(pool_of(direct_send), chat(mock, "gpt-4o-mini+chunk_delay=100", stream=True),
+                              Timeouts(total=0.35, idle=5))
     assert exc.value.status == 504
 
 
