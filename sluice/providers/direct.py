@@ -36,8 +36,10 @@ _SCHEMES = frozenset(("http", "https"))
 
 
 @functools.lru_cache(maxsize=1024)
-def _url(url: str) -> URL:
-    return URL(url)
+def _direct_target(url: str) -> URL | None:
+    """The parsed URL when the direct path can send to it (a deployment's URLs repeat: cached)."""
+    target = URL(url)
+    return target if usable(target) else None
 
 
 def usable(url: URL) -> bool:
@@ -56,8 +58,8 @@ async def request(
 ) -> aiohttp.ClientResponse:
     """Send the request and read the answer's head; the caller reads (or streams) the body and
     releases the response, as with ``session.request``. Raises what ``session.request`` raises."""
-    target = _url(url)
-    if not usable(target):
+    target = _direct_target(url)
+    if target is None:
         return await session.request(method, url, data=body, headers=headers, timeout=timeout)
     resp = await _send(session, method, target, body, headers, timeout, read_bufsize)
     if resp.status in _REDIRECTS:
