@@ -19,6 +19,9 @@ import msgspec
 
 from sluice.schema import Usage
 
+# The finish reasons an OpenAI client knows; others are rewritten on the way (relay or decoding).
+OPENAI_FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
+
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
@@ -43,7 +46,7 @@ class _Message(msgspec.Struct):
 class _Choice(msgspec.Struct):
     index: int
     message: _Message
-    finish_reason: Literal["stop", "length", "tool_calls", "content_filter"]
+    finish_reason: Literal[OPENAI_FINISH_REASONS]  # type: ignore[valid-type]
 
 
 class PromptDetails(msgspec.Struct):

@@ -32,16 +32,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sluice.providers.answer_relay import reported_usage
+from sluice.providers.answer_relay import OPENAI_FINISH_REASONS, reported_usage
 from sluice.providers.http import parse_events
 from sluice.schema import ChatChunk
 
 _SSE_START = re.compile(rb"\s*(?:data:|:|event:|id:|retry:)")
 _FINISH_REASON = re.compile(rb'"finish_reason":"([^"]*)"')
 _USAGE_ONLY = b'"choices":[]'  # a usage report with no choice in it: only asked-for usage events carry one
-_OPENAI_FINISH = frozenset({b"stop", b"length", b"tool_calls", b"content_filter"})
+_OPENAI_FINISH = frozenset(r.encode() for r in OPENAI_FINISH_REASONS)
 # A finish reason outside that set: found in C, without looking at each one in Python.
-_ODD_FINISH = re.compile(rb'"finish_reason":"(?!(?:stop|length|tool_calls|content_filter)")')
+_ODD_FINISH = re.compile(rb'"finish_reason":"(?!(?:' + "|".join(OPENAI_FINISH_REASONS).encode() + rb')")')
 
 
 class OpenAIRelay:
