@@ -14,10 +14,13 @@ Layout. Each check key ``k`` is two Redis keys:
 The amount lives in the member, so expiring an entry needs no second lookup. ``<tag>`` defaults
 to ``<prefix>:rl``: the braces are a Redis Cluster hash tag, so every key of every reservation
 hashes to one slot and a reservation spanning a key, its team and a model stays one atomic
-script. The price is that all limiter traffic lands on one shard; a script is O(log n) per
-check, and a single Redis node runs tens of thousands of them per second, which is far above
-one deployment's request rate. A deployment that outgrows it can pass a tag per tenant (all
-checks of one reservation must then share that tenant).
+script. The price is that all limiter traffic lands on one shard. A script is O(log n) per
+check, and its cost is mostly its ``redis.call``s (a few microseconds each), so the script makes
+as few as it can: a reservation of two window checks makes 11 to 13, a settlement 4 per changed
+entry. On the slow 2-core VM of ``docs/benchmarks.md`` one Redis core ran ~15,000 such
+reservations per second, the ceiling of the whole fleet's limited calls. A deployment that
+outgrows it can pass a tag per tenant (all checks of one reservation must then share that
+tenant).
 
 Time. With ``now=None`` the script reads the Redis server's clock (``TIME``), so instances with
 skewed clocks still agree on every window; an explicit ``now`` (tests, replays) is used as is.
@@ -43,25 +46,27 @@ log = logging.getLogger("sluice.limits")
 _SCRIPT = """
 local function amount_of(member) return tonumber(string.match(member, ':(%d+)$')) end
 local function num(x) return string.format('%.17g', x) end
+local function int(x) return string.format('%d', x) end
 
-local function touch(i, ttl)
-  redis.call('PEXPIRE', KEYS[2 * i - 1], ttl)
-  redis.call('PEXPIRE', KEYS[2 * i], ttl)
-end
+-- Every redis.call costs Redis a few microseconds, and every instance's calls queue on this one
+-- script: the reserve and adjust paths below make as few as they can.
 
--- adjust: per key pair, ARGV = 'adjust', then (old member, new member or '', delta, ttl ms)
+-- adjust: per key pair, ARGV = 'adjust', then (old member, new member or '', delta). An adjusted
+-- entry keeps its expiry, which the keys' TTLs set when it was charged already outlast: no TTL
+-- is touched.
 if ARGV[1] == 'adjust' then
   for i = 1, #KEYS / 2 do
-    local b = 1 + 4 * (i - 1)
+    local b = 1 + 3 * (i - 1)
     if string.sub(ARGV[b + 1], 1, 2) == 'c:' then  -- a period counter: no entries, just the total
       if redis.call('EXISTS', KEYS[2 * i]) == 1 then redis.call('INCRBY', KEYS[2 * i], ARGV[b + 3]) end
     else
     local score = redis.call('ZSCORE', KEYS[2 * i - 1], ARGV[b + 1])
     if score then  -- an entry already expired no longer counts: nothing to adjust
-      redis.call('ZREM', KEYS[2 * i - 1], ARGV[b + 1])
+      -- the new entry goes in before the old comes out: a log left empty would be deleted, and
+      -- made again without its TTL
       if ARGV[b + 2] ~= '' then redis.call('ZADD', KEYS[2 * i - 1], score, ARGV[b + 2]) end
+      redis.call('ZREM', KEYS[2 * i - 1], ARGV[b + 1])
       redis.call('INCRBY', KEYS[2 * i], ARGV[b + 3])
-      touch(i, ARGV[b + 4])
     end
     end
   end
@@ -97,7 +102,10 @@ if ARGV[1] == 'reserve_q' then
 end
 local totals = {}
 local unseeded = {}
+local cleaned = {}  -- checks whose expired entries were dropped: their total is written once, below
+local first = {}  -- key -> the first check on it (a key checked twice is cleaned once)
 local failed, retry = -1, 0
+local now_s = num(now)
 for i = 1, n do
   local log, tot = KEYS[2 * i - 1], KEYS[2 * i]
   local b = 3 + S * (i - 1)
@@ -115,15 +123,18 @@ for i = 1, n do
       redis.call('SET', tot, ARGV[b + 5])
       if life > 0 then redis.call('PEXPIRE', tot, math.ceil(life * 1000)) end
     end
+  elseif first[tot] then
+    total = totals[first[tot]]
   else
     total = tonumber(redis.call('GET', tot) or '0')
-    local gone = redis.call('ZRANGEBYSCORE', log, '-inf', num(now))
+    local gone = redis.call('ZRANGEBYSCORE', log, '-inf', now_s)
     if #gone > 0 then
       for _, m in ipairs(gone) do total = total - amount_of(m) end
-      redis.call('ZREMRANGEBYSCORE', log, '-inf', num(now))
-      redis.call('SET', tot, total, 'KEEPTTL')
+      redis.call('ZREMRANGEBYSCORE', log, '-inf', now_s)
+      cleaned[i] = true
     end
   end
+  first[tot] = first[tot] or i
   totals[i] = total
   if total + amount > limit then
     local wait = math.huge
@@ -131,19 +142,32 @@ for i = 1, n do
       local ttl = redis.call('PTTL', tot)
       if ttl > 0 then wait = ttl / 1000 end
     elseif amount <= limit then  -- walk the oldest entries until enough would have expired
-      local need, freed = total + amount - limit, 0
-      local all = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
-      for j = 1, #all, 2 do
-        freed = freed + amount_of(all[j])
-        if freed >= need then wait = math.max(tonumber(all[j + 1]) - now, 0) break end
+      local need, freed, first = total + amount - limit, 0, 0
+      while wait == math.huge do  -- a page at a time: a long log is not read whole on each refusal
+        local page = redis.call('ZRANGE', log, first, first + 63, 'WITHSCORES')
+        for j = 1, #page, 2 do
+          freed = freed + amount_of(page[j])
+          if freed >= need then wait = math.max(tonumber(page[j + 1]) - now, 0) break end
+        end
+        if #page < 128 then break end
+        first = first + 64
       end
     end
     if failed < 0 or wait > retry then failed, retry = i - 1, wait end
   end
 end
 
+local charged = {}  -- check index -> true: its total was written whole with its charge
+local written = {}  -- key -> true: its total is up to date
+local function write_cleaned()
+  for i in pairs(cleaned) do
+    if not written[KEYS[2 * i]] then redis.call('SET', KEYS[2 * i], int(totals[i]), 'KEEPTTL') end
+  end
+end
+
 if #unseeded > 0 then  -- nothing charged: the caller learns the starting values and asks again
-  local out = {-2, '0', num(now)}
+  write_cleaned()
+  local out = {-2, '0', now_s}
   for _, i in ipairs(unseeded) do out[#out + 1] = i end
   return out
 end
@@ -153,19 +177,32 @@ if failed < 0 then
   for i = 1, n do
     local b = 3 + S * (i - 1)
     local life, amount, kind = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), ARGV[b + 4]
+    local log, tot = KEYS[2 * i - 1], KEYS[2 * i]
     if amount > 0 and kind == '2' then
-      redis.call('INCRBY', KEYS[2 * i], amount)
+      redis.call('INCRBY', tot, amount)
       totals[i] = totals[i] + amount
     elseif amount > 0 then
-      redis.call('ZADD', KEYS[2 * i - 1], num(now + life), rid .. ':' .. (i - 1) .. ':' .. amount)
-      redis.call('INCRBY', KEYS[2 * i], amount)
+      -- both keys outlive the entry by a second; the total is written whole (the script is
+      -- atomic), which sets its TTL in the same call, unless another check of this
+      -- reservation already charged the same key
+      local ttl = math.ceil(life * 1000) + 1000
+      redis.call('ZADD', log, num(now + life), rid .. ':' .. (i - 1) .. ':' .. amount)
+      if written[tot] then
+        redis.call('INCRBY', tot, amount)
+        redis.call('PEXPIRE', tot, ttl)
+      else
+        redis.call('SET', tot, int(totals[i] + amount), 'PX', ttl)
+        charged[i] = true
+      end
+      redis.call('PEXPIRE', log, ttl)
+      written[tot] = true
       totals[i] = totals[i] + amount
-      touch(i, math.ceil(life * 1000) + 1000)
     end
   end
 end
+write_cleaned()
 
-local out = {failed, retry == math.huge and 'inf' or num(retry), num(now)}
+local out = {failed, retry == math.huge and 'inf' or num(retry), now_s}
 for i = 1, n do
   local b = 3 + S * (i - 1)
   out[#out + 1] = math.max(tonumber(ARGV[b + 1]) - totals[i], 0)  -- what is left under the limit
@@ -174,8 +211,14 @@ for i = 1, n do
     local ttl = redis.call('PTTL', KEYS[2 * i])
     if ttl > 0 then reset = ttl / 1000 end
   elseif ARGV[b + 4] ~= '1' then
-    local last = redis.call('ZRANGE', KEYS[2 * i - 1], -1, -1, 'WITHSCORES')
-    if #last > 0 then reset = math.max(tonumber(last[2]) - now, 0) end
+    if charged[i] and ARGV[2] == '' then
+      -- charged just now at the server's time, with the window every entry of this key has:
+      -- the newest entry is this one
+      reset = tonumber(ARGV[b + 2])
+    else
+      local last = redis.call('ZRANGE', KEYS[2 * i - 1], -1, -1, 'WITHSCORES')
+      if #last > 0 then reset = math.max(tonumber(last[2]) - now, 0) end
+    end
   end
   out[#out + 1] = num(reset)
 end
@@ -311,7 +354,6 @@ class RedisLimiter:
         self._pipelined = isinstance(client, PipelinedRedis)
         self._encoded_keys: dict[str, bytes] = {}
         self._encoded_fixed: dict[tuple, tuple[bytes, bytes, bytes]] = {}  # a check's keys, arguments around its amount
-        self._encoded_ttl: dict[float, bytes] = {}  # the adjust script's TTL argument per window
         # send_reserve's commands, made once per set of checks: (those checks, the command's
         # parts before the reservation id, and per check its encoding or, for a check whose amount
         # varies, the parts around the amount)
@@ -340,17 +382,14 @@ class RedisLimiter:
             keys, args = [], []
             for c, i, held, amount in changes:
                 keys.append(self._keys_bulk(c.key))
-                ttl = self._encoded_ttl.get(c.window)
-                if ttl is None:
-                    ttl = self._encoded_ttl[c.window] = bulk(b"%d" % self.ttl_ms(c))
                 if c.period is None:
                     old, new = b"%s:%d:%d" % (rid, i, held), b"%s:%d:%d" % (rid, i, amount) if amount else b""
                 else:
                     old, new = b"c:%d" % held, b"c:%d" % amount if amount else b""
                 delta = b"%d" % (amount - held)
-                args.append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (
-                    len(old), old, len(new), new, len(delta), delta, ttl))
-            return Adjustment(b"".join(keys), b"".join(args), 2 * len(changes), 4 * len(changes))
+                args.append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+                    len(old), old, len(new), new, len(delta), delta))
+            return Adjustment(b"".join(keys), b"".join(args), 2 * len(changes), 3 * len(changes))
         key_list: list[str] = []
         arg_list: list[str] = []
         for c, i, held, amount in changes:
@@ -359,7 +398,7 @@ class RedisLimiter:
                 old, new = f"{rid}:{i}:{held}", f"{rid}:{i}:{amount}" if amount else ""
             else:
                 old, new = f"c:{held}", f"c:{amount}" if amount else ""
-            arg_list += [old, new, str(amount - held), str(self.ttl_ms(c))]
+            arg_list += [old, new, str(amount - held)]
         return Adjustment(key_list, arg_list, len(key_list), len(arg_list))
 
     async def adjust(self, adjustment: Adjustment) -> None:

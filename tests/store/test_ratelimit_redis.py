@@ -173,6 +173,49 @@ async def test_gauge_release_and_lease(gateways):
     assert (await a.reserve([gauge], now=T0 + 30.0)).ok  # b's unreleased T0 holder's lease ended
 
 
+async def _stored(gateways, key: str) -> tuple[int, int, int, int]:
+    """(the stored total, the sum of the log's members, the log's TTL, the total's TTL) of a check key."""
+    client, tag = gateways.inspect, f"{{{gateways.prefix}:rl}}"
+    members = await client.zrange(f"{tag}:l:{key}", 0, -1)
+    total = await client.get(f"{tag}:n:{key}")
+    return (int(total or 0), sum(int(m.rsplit(b":", 1)[1]) for m in members),
+            await client.pttl(f"{tag}:l:{key}"), await client.pttl(f"{tag}:n:{key}"))
+
+
+async def test_totals_ttls_and_reset_stay_right_on_the_servers_clock(gateways):
+    lim = gateways()
+    res = await lim.reserve([Check("clock:rpm", 100, 60.0, 1), Check("clock:tpm", 10_000, 60.0, 900)])
+    assert res.ok and res.reset == (60.0, 60.0)  # just charged: the newest entry is this call's
+    total, members, log_ttl, total_ttl = await _stored(gateways, "clock:tpm")
+    assert total == members == 900 and 60_000 < log_ttl <= 61_000 and 60_000 < total_ttl <= 61_000
+    await res.settle([None, 120])  # an adjusted entry keeps its expiry, and the keys their TTLs
+    total, members, log_ttl, total_ttl = await _stored(gateways, "clock:tpm")
+    assert total == members == 120 and 59_000 < log_ttl <= 61_000 and 59_000 < total_ttl <= 61_000
+    looked = await lim.reserve([Check("clock:tpm", 10_000, 60.0, 0)])  # nothing charged: read the log
+    assert looked.remaining == (9_880,) and 59.0 < looked.reset[0] <= 60.0
+
+
+async def test_a_key_checked_twice_in_one_reservation_keeps_one_true_total(gateways):
+    lim = gateways()
+    for t in (0.0, 61.0):  # the second reservation first drops the first one's expired entries
+        res = await lim.reserve([Check("twice", 100, 60.0, 3), Check("twice", 100, 60.0, 4)], now=T0 + t)
+        assert res.ok
+        total, members, _, _ = await _stored(gateways, "twice")
+        assert total == members == 7
+
+
+async def test_a_refusal_over_a_long_log_finds_its_wait_and_keeps_the_total(gateways):
+    lim = gateways()
+    for i in range(200):  # more entries than one page of the script's walk
+        assert (await lim.reserve([Check("long", 200, 60.0, 1)], now=T0 + i * 0.1)).ok
+    refused = await lim.reserve([Check("long", 200, 60.0, 100)], now=T0 + 20)
+    assert not refused.ok and refused.retry_after == pytest.approx(49.9)  # the 100th oldest leaves at T0 + 69.9
+    refused = await lim.reserve([Check("long", 50, 60.0, 100)], now=T0 + 65)  # over the limit itself
+    assert not refused.ok and refused.retry_after == math.inf
+    total, members, _, _ = await _stored(gateways, "long")  # the refusal dropped 51 expired entries
+    assert total == members == 149
+
+
 async def test_keys_share_one_cluster_slot_and_expire(gateways):
     lim = gateways()
     await lim.reserve([Check("key:a", 5, 60.0), Check("team:b", 5, 0.0)])
