@@ -6,4 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$(cd "$1" && pwd)"; shift
 export PYTHONPATH="$dir"
-exec "$here/.venv/bin/python" -c 'import sys; from sluice.cli import app; sys.argv[0] = "sluice"; sys.exit(app())' "$@"
+# -P: no current directory at the head of sys.path. The servers start in this checkout, whose
+# sluice would otherwise shadow the other checkout's (so would this venv's editable install,
+# which PYTHONPATH does outrank).
+exec "$here/.venv/bin/python" -P -c 'import sys; from sluice.cli import app; sys.argv[0] = "sluice"; sys.exit(app())' "$@"
