@@ -16,7 +16,8 @@ import time
 
 from sluice.api.http import SSEResponse
 from sluice.api.openai_dialect import ChunkEncoder
-from sluice.gateway import Call, MeteredStream
+from sluice.call_streams import MeteredStream
+from sluice.gateway import Call
 from sluice.providers.http import parse_events
 from sluice.providers.openai import OpenAIStreamDecoder, _wire_finish
 from sluice.providers.relay import OpenAIRelay

@@ -24,20 +24,22 @@ import msgspec
 from msgspec import structs
 
 from sluice.assembly import build_guardrails, build_router, build_rules
+from sluice.call_streams import CachingStream, MeteredStream
 from sluice.config import Config
 from sluice.observability.ledger import UsageEvent
 from sluice.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from sluice.observability.metrics import GatewayMetrics
+from sluice.policies.ahead import AdmissionAhead
 from sluice.policies.auth import Authenticator, Principal
-from sluice.policies.cache import Entry, Plan, Probe, Replay, ResponseCache, SemanticCache, StreamAssembler
+from sluice.policies.cache import Entry, Plan, Probe, Replay, ResponseCache, SemanticCache
 from sluice.policies.guardrails.engine import GuardServices, Guardrails, Session
-from sluice.policies.limits import LATER, Admission, Demand, DeploymentLimits, Limits
+from sluice.policies.deployment_limits import DeploymentLimits
+from sluice.policies.limits import LATER, Admission, Demand, Limits
 from sluice.policies.tokens import count_embedding_tokens, encoding_ready, reserve_tokens, warm_up_for
 from sluice.routing.conditional import ConditionalRouter, Facts
 from sluice.routing.probes import HealthProber
 from sluice.routing.router import (
     ModelGroup,
-    PrimedStream,
     Route,
     Router,
 )
@@ -278,6 +280,48 @@ class Gateway:
         self._admitted(call, admission)  # type: ignore[arg-type]
         return True
 
+    def _reserve_ahead(self, call: Call, alias: str, tokens: Callable[[str | None], tuple[int, int]]) -> bool:
+        """The limits stage with its reservation sent now and awaited just before the upstream
+        request leaves (``sluice.policies.ahead``), when no stage runs between it and the router:
+        True when sent, False when ``_reserve`` must run."""
+        assert self.limits is not None
+        known = self._counting_hints.get(alias)
+        if known is None or known[0] is not self.router.groups.get(alias):
+            return False
+        pending = self.limits.admit_ahead(call.principal, call.end_user, self._demand(alias, tokens(known[1])))
+        if pending is None:
+            return False
+        call.route.ready = AdmissionAhead(pending, partial(self._admitted, call), partial(self._refusal_headers, call))
+        return True
+
+    @staticmethod
+    async def _ahead_first(call: Call, err: GatewayError) -> GatewayError:
+        """The error to answer a call that failed before its admission, sent ahead, was awaited
+        (an unknown model, an open circuit): the refusal, if it was refused, as without sending
+        ahead, where limits come first."""
+        ahead = call.route.ready
+        if ahead is None or ahead.started:
+            return err
+        try:
+            await ahead
+        except GatewayError as refusal:
+            return refusal
+        return err
+
+    def _settle_ahead_later(self, call: Call, ahead: AdmissionAhead) -> None:
+        """The call ended before its admission, sent ahead, was awaited: wait for it off the
+        response path and settle it, so nothing it reserved stays held."""
+        async def settle() -> None:
+            try:
+                await ahead
+            except BaseException:  # noqa: BLE001 - refused or failed: nothing was reserved
+                return
+            self._settle(call)
+
+        task = asyncio.ensure_future(settle())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
     async def _reserve(self, call: Call, alias: str, tokens: Callable[[str | None], tuple[int, int]]) -> None:
         """The limits stage: reserve this call's requests, tokens, concurrency and budget, or refuse.
         The caller has checked that limits apply (``Limits.applies``)."""
@@ -317,10 +361,14 @@ class Gateway:
                 call.response_headers = admission.headers
 
     @staticmethod
-    def _refused(call: Call, err: GatewayError) -> NoReturn:
+    def _refusal_headers(call: Call, err: GatewayError) -> None:
         headers = getattr(err, "headers", None)
         if headers:
             call.response_headers = dict(headers)
+
+    @classmethod
+    def _refused(cls, call: Call, err: GatewayError) -> NoReturn:
+        cls._refusal_headers(call, err)
         raise err
 
     def _upstream_model(self, alias: str) -> str | None:
@@ -355,7 +403,8 @@ class Gateway:
         call.end_user = req.user or call.end_user
         if self.limits is not None and self.limits.applies(call.principal, call.end_user, routed.model):
             tokens = partial(reserve_tokens, routed, default_max_tokens=self.default_max_tokens)
-            if not (self.limits.can_admit_now and self._reserve_now(call, routed.model, tokens)):
+            if not (self.limits.can_admit_now and self._reserve_now(call, routed.model, tokens)) and not (
+                    self.guardrails is None and self.cache is None and self._reserve_ahead(call, routed.model, tokens)):
                 await self._reserve(call, routed.model, tokens)
         guard = None
         if self.guardrails is not None:
@@ -379,6 +428,11 @@ class Gateway:
                 self._save(call, plan, resp, probe)  # as the upstream saw it: placeholders, not values
             return await self._guard_output(call, guard, resp)
         except GatewayError as err:
+            if call.route.ready is not None:
+                first = await self._ahead_first(call, err)
+                if first is not err:
+                    call.fail(first)
+                    raise first from None
             call.fail(err)
             raise
         except asyncio.CancelledError:
@@ -493,6 +547,12 @@ class Gateway:
                 relay = call.dialect if not watched and (plan is None or not plan.store) else None
                 primed = await self.router.stream(routed, call.route, relay)
         except (GatewayError, asyncio.CancelledError) as err:
+            if isinstance(err, GatewayError) and call.route.ready is not None:
+                first = await self._ahead_first(call, err)
+                if first is not err:
+                    call.fail(first)
+                    self._record(call, req.model, "chat", req.user, stream=True)
+                    raise first from None
             if isinstance(err, GatewayError):
                 call.fail(err)
             else:
@@ -632,6 +692,8 @@ class Gateway:
             self.router.stats.get(route.deployment).add_tokens(usage.total_tokens)  # for usage-aware routing
         if call.admission is not None:
             self._settle(call)
+        elif route.ready is not None and not route.ready.started:
+            self._settle_ahead_later(call, route.ready)
         if call.route.tickets:
             self._settle_deployments(call)
         if self.record is None:
@@ -657,88 +719,6 @@ class Gateway:
                 self.record(_hedge_loser_event(event, route.hedge_loser))
         except Exception:  # noqa: BLE001 - accounting must never break the answer
             log.exception("could not record usage", extra={"request_id": call.request_id})
-
-
-class MeteredStream:
-    """Passes batches through, keeps the latest usage, and records the call exactly once."""
-
-    __slots__ = ("_inner", "_head", "_call", "_done", "_finished")
-
-    def __init__(self, inner: AsyncIterator[list[ChatChunk]], call: Call, done: Callable[[], None]) -> None:
-        self._head: list[ChatChunk] | None = None
-        if type(inner) is PrimedStream:  # read its head here and its rest directly: one layer fewer
-            self._head, inner = inner.split()
-        self._inner = inner
-        self._call = call
-        self._done = done
-        self._finished = False
-
-    def __aiter__(self) -> "MeteredStream":
-        return self
-
-    async def __anext__(self) -> list[ChatChunk]:
-        try:
-            batch = self._head
-            if batch is not None:
-                self._head = None
-            else:
-                batch = await self._inner.__anext__()
-        except StopAsyncIteration:
-            self._finish()
-            raise
-        except GatewayError as err:
-            self._call.fail(err)
-            self._finish()
-            raise
-        call = self._call
-        for chunk in batch:
-            if chunk.usage is not None:
-                call.usage = chunk.usage
-            elif chunk.text:
-                call.output_chars += len(chunk.text)
-            elif chunk.raw_tokens:
-                call.output_chars += 3 * chunk.raw_tokens  # relayed events: about a token each
-        return batch
-
-    async def aclose(self) -> None:
-        if not self._finished:  # closed before the end: the client went away
-            self._call.abandon()
-            self._finish()
-        await self._inner.aclose()
-
-    def _finish(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._done()
-
-
-class CachingStream:
-    """Assembles a cacheable stream as it passes and stores it once it completes."""
-
-    __slots__ = ("_inner", "_call", "_assembler", "_store")
-
-    def __init__(self, inner: AsyncIterator[list[ChatChunk]], call: Call,
-                 store: Callable[[StreamAssembler], None]) -> None:
-        self._inner, self._call, self._store = inner, call, store
-        self._assembler = StreamAssembler()
-
-    def __aiter__(self) -> "CachingStream":
-        return self
-
-    async def __anext__(self) -> list[ChatChunk]:
-        try:
-            batch = await self._inner.__anext__()
-        except StopAsyncIteration:
-            if self._call.error_kind is None:
-                self._store(self._assembler)
-            raise
-        add = self._assembler.add
-        for chunk in batch:
-            add(chunk)
-        return batch
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class _LazyLocalEmbedder:
@@ -797,4 +777,4 @@ def may_use(principal: Principal, model: str) -> bool:
     return any(model == a or fnmatch.fnmatchcase(model, a) for a in allowed)
 
 
-__all__ = ["CLIENT_GONE", "METRICS_CONTENT_TYPE", "Call", "Gateway", "GatewayError", "MeteredStream", "may_use"]
+__all__ = ["CLIENT_GONE", "METRICS_CONTENT_TYPE", "Call", "Gateway", "GatewayError", "may_use"]

@@ -20,7 +20,8 @@ from sluice.observability.pricing import make_pricer
 from sluice.policies.auth import Authenticator
 from sluice.policies.budgets import BudgetBook
 from sluice.policies.cache import CacheSettings, ResponseCache
-from sluice.policies.limits import Limits, deployment_capacity
+from sluice.policies.deployment_limits import deployment_capacity
+from sluice.policies.limits import Limits
 from sluice.policies.ratelimit import LocalLimiter, RedisLimiter
 from sluice.policies.jwt import JWTVerifier
 from sluice.store.db import Database

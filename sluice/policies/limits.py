@@ -39,7 +39,6 @@ from typing import Any, NoReturn, Protocol
 from sluice.policies.budgets import BudgetBook, BudgetRule, Subject, to_nano
 from sluice.policies.capacity_queue import CapacityQueue
 from sluice.policies.ratelimit import Check, Limiter, LocalLimiter, Reservation
-from sluice.policies.tokens import encoding_ready, warm_up_for
 from sluice.schema import GatewayError
 from sluice.store.ratelimit_redis import Line
 
@@ -490,12 +489,18 @@ class Limits:
 
         Not a coroutine itself: it hands over the one that does the work, so the caller's await
         reaches the limiter's reply through one coroutine fewer."""
-        budgeted = self.budgets is not None and not self.budgets.empty
-        if not budgeted and not (end_user and self.settings.end_user is not None):
-            compiled = self._compiled(principal, demand.alias)
-            if not (compiled.queueable and self.settings.queue.enabled):
-                return self._admit_compiled(compiled, principal, demand)
-        return self._admit_planned(principal, end_user, tags, demand, budgeted)
+        compiled = self._common_plan(principal, end_user, demand.alias)
+        if compiled is not None:
+            return self._admit_compiled(compiled, principal, demand)
+        return self._admit_planned(principal, end_user, tags, demand, self.budgets is not None and not self.budgets.empty)
+
+    def _common_plan(self, principal: Any, end_user: str | None, alias: str) -> _Compiled | None:
+        """The caller's checks, compiled, when its plan is the common one (no budget, no end
+        user's limits, no queue); else None."""
+        if (self.budgets is not None and not self.budgets.empty) or (end_user and self.settings.end_user is not None):
+            return None
+        compiled = self._compiled(principal, alias)
+        return None if compiled.queueable and self.settings.queue.enabled else compiled
 
     async def _admit_planned(self, principal: Any, end_user: str | None, tags: Sequence[str], demand: Demand,
                              budgeted: bool) -> Admission | None:
@@ -522,18 +527,39 @@ class Limits:
             self._soft_warnings(admission, planned, res)
         return admission
 
-    async def _admit_compiled(self, compiled: _Compiled, principal: Any, demand: Demand) -> Admission | None:
+    def admit_ahead(self, principal: Any, end_user: str | None, demand: Demand) -> Awaitable[Admission | None] | None:
+        """``admit`` for a caller with other work to do before it needs the answer: the
+        reservation is written to Redis now, and the answer comes when the returned awaitable is
+        awaited. None when this call's plan cannot be sent at once (budgets, an end user's
+        limits, the queue, no shared limiter or no connection to it): then use ``admit``."""
+        compiled = self._common_plan(principal, end_user, demand.alias) if self._send_reserve is not None else None
+        if compiled is None or not compiled.checks:
+            return None
+        checks = compiled.checks
+        amounts = compiled.amounts_for(demand.input_tokens, demand.output_tokens)
+        sent = self._send_reserve(checks, checks, amounts, True)
+        return None if sent is None else self._reserved(compiled, principal, demand, amounts, sent)
+
+    def _admit_compiled(self, compiled: _Compiled, principal: Any, demand: Demand) -> Awaitable[Admission | None]:
         """``admit`` for the common plan (no budget, no end user's limits, no queue): the
         caller's checks come ready made, as in ``admit_now``. A limiter that can send the
-        reservation at once (``send_reserve``: Sluice's Redis client, connected) is awaited here,
-        with no coroutine of its own in between: each one is paid again when the reply wakes the call."""
+        reservation at once (``send_reserve``: Sluice's Redis client, connected) sends it here, and
+        the caller awaits its reply with no coroutine in between: each one is paid again when the
+        reply wakes the call."""
         checks = compiled.checks
         if not checks:
-            return None
+            return _nothing()
         amounts = compiled.amounts_for(demand.input_tokens, demand.output_tokens)  # no check made per call
+        sent = self._send_reserve(checks, checks, amounts) if self._send_reserve is not None else None
+        return self._reserved(compiled, principal, demand, amounts, sent)
+
+    async def _reserved(self, compiled: _Compiled, principal: Any, demand: Demand, amounts: list[int],
+                        sent: tuple[Any, Awaitable] | None) -> Admission | None:
+        """The admission of a reservation ``sent`` (its id and reply), or of one made now when it
+        was not sent."""
+        checks = compiled.checks
         res = None
         try:
-            sent = self._send_reserve(checks, checks, amounts) if self._send_reserve is not None else None
             if sent is not None:
                 try:
                     res = self.limiter.reservation(checks, sent[0], await sent[1], amounts)  # type: ignore[attr-defined]
@@ -719,63 +745,13 @@ def _status(planned: list[Planned], res: Reservation) -> list[dict[str, Any]]:
             for i, p in enumerate(planned)]
 
 
-@dataclass(slots=True)
-class DeploymentTicket:
-    """What one attempt reserved against its deployment's own limits; settled when the call ends."""
-
-    deployment: str
-    admission: Admission
-
-
-class DeploymentLimits:
-    """Each deployment's declared ``rpm``/``tpm`` (its upstream account's limits), reserved per
-    attempt through the same limiter as every other limit — shared through Redis, so exact
-    across instances. A deployment at its limit is skipped for the next one (the router's
-    ``DeploymentGate``); the alias's summed capacity, checked before routing, keeps callers
-    queueing while the alias as a whole is full.
-
-    ``tokens(req, upstream_model)`` gives (input, output) tokens to reserve for a ``tpm`` limit.
-    """
-
-    def __init__(self, limits: Limits, tokens: Callable[[Any, str | None], tuple[int, int]]) -> None:
-        self.limits = limits
-        self._tokens = tokens
-
-    async def enter(self, dep: Any, req: Any, route: Any) -> float | None:
-        declared = {name: value for name in ("rpm", "tpm") if (value := getattr(dep, name, None))}
-        tokens_in = tokens_out = 0
-        if "tpm" in declared:
-            model = dep.client.upstream.model
-            if not encoding_ready(model):  # the first such call loads the tokenizer off the event loop
-                await asyncio.to_thread(warm_up_for, model)
-            tokens_in, tokens_out = self._tokens(req, model)
-        demand = Demand(route.alias, tokens_in, tokens_out)
-        planned = rate_checks(f"d:{_safe(dep.name)}", f"deployment {dep.name}", declared, demand)
-        try:
-            res = await self.limits._reserve([p.check for p in planned], _no_seed)
-        except LimiterUnavailable:
-            self.limits._limiter_down()  # raises under the closed policy; open: go ahead uncounted
-            return None
-        if not res.ok:
-            self.limits.refusals["deployment_rate_limit"] += 1
-            return res.retry_after
-        route.tickets = [*(route.tickets or ()), DeploymentTicket(dep.name, Admission(demand, Shape(planned), res, report=False))]
-        return None
+async def _nothing() -> None:
+    return None
 
 
 async def _no_seed(wanted: list[Check]) -> list[int]:
     return [0 for _ in wanted]  # deployment limits are windows: nothing to seed
 
 
-def deployment_capacity(deployments: Sequence[Any]) -> dict[str, int]:
-    """An alias's capacity: the sum of its deployments' rpm/tpm, when every deployment declares it."""
-    capacity: dict[str, int] = {}
-    for name in ("rpm", "tpm"):
-        values = [getattr(d, name, None) for d in deployments]
-        if values and all(v is not None for v in values):
-            capacity[name] = sum(values)  # type: ignore[arg-type]
-    return capacity
-
-
-__all__ = ["LATER", "Admission", "CapacityQueue", "Demand", "DeploymentLimits", "DeploymentTicket", "Limits", "Planned",
-           "deployment_capacity", "format_reset", "rate_header_pairs", "rate_headers", "refusal"]
+__all__ = ["LATER", "Admission", "CapacityQueue", "Demand", "Limits", "Planned", "format_reset", "rate_header_pairs",
+           "rate_headers", "refusal"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable
 
 import aiohttp
 import orjson
@@ -24,11 +24,12 @@ class ProviderClient:
         self.pool = pool
         self.timeouts = timeouts
 
-    async def chat(self, req: ChatRequest, relay: str | None = None) -> ChatResponse:
+    async def chat(self, req: ChatRequest, relay: str | None = None, ready: Awaitable[None] | None = None) -> ChatResponse:
         """``relay`` names the client's dialect: when the adapter can pass its answer to such a
-        client as it is, the response carries it (``ChatResponse.raw``) instead of choices."""
+        client as it is, the response carries it (``ChatResponse.raw``) instead of choices.
+        ``ready``: awaited just before the request leaves (``HttpPool.send``)."""
         wire = self.adapter.chat_request(req, self.upstream)
-        resp = await self.pool.send(self.upstream.provider, wire, self.timeouts)
+        resp = await self.pool.send(self.upstream.provider, wire, self.timeouts, ready)
         if resp.status >= 400:
             raise self._error(resp.status, resp.body, resp.headers)
         if relay is not None and hasattr(self.adapter, "relay_response"):
@@ -37,13 +38,14 @@ class ProviderClient:
                 return relayed
         return self.adapter.chat_response(_json(resp.body, self.upstream.provider), req, self.upstream)
 
-    async def stream(self, req: ChatRequest, relay: str | None = None) -> AsyncIterator[list[ChatChunk]]:
+    async def stream(self, req: ChatRequest, relay: str | None = None,
+                     ready: Awaitable[None] | None = None) -> AsyncIterator[list[ChatChunk]]:
         """Yield canonical chunks in batches (one per network read); closing the iterator
         closes the upstream connection. ``relay`` names the client's dialect: when the adapter
         can pass its events to such a client as they are, batches are relay chunks
-        (``sluice.providers.relay``)."""
+        (``sluice.providers.relay``). ``ready``: as for ``chat``."""
         wire = self.adapter.chat_request(req, self.upstream)
-        resp, failed = await self.pool.open_stream(self.upstream.provider, wire, self.timeouts)
+        resp, failed = await self.pool.open_stream(self.upstream.provider, wire, self.timeouts, ready)
         if failed is not None:
             raise self._error(failed.status, failed.body, failed.headers)
         relayer = self.adapter.relay(relay, req, self.upstream) if relay and hasattr(self.adapter, "relay") else None

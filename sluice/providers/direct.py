@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Awaitable
 
 import aiohttp
 from aiohttp.client_exceptions import ClientOSError, ConnectionTimeoutError
@@ -55,13 +56,18 @@ async def request(
     headers: dict[str, str],
     timeout: aiohttp.ClientTimeout,
     read_bufsize: int,
+    ready: Awaitable[None] | None = None,
 ) -> aiohttp.ClientResponse:
     """Send the request and read the answer's head; the caller reads (or streams) the body and
-    releases the response, as with ``session.request``. Raises what ``session.request`` raises."""
+    releases the response, as with ``session.request``. Raises what ``session.request`` raises.
+    ``ready``: awaited after the request is built and before it leaves (and what it raises is
+    raised as it is)."""
     target = _direct_target(url)
     if target is None:
+        if ready is not None:
+            await ready
         return await session.request(method, url, data=body, headers=headers, timeout=timeout)
-    resp = await _send(session, method, target, body, headers, timeout, read_bufsize)
+    resp = await _send(session, method, target, body, headers, timeout, read_bufsize, ready)
     if resp.status in _REDIRECTS:
         resp.release()
         return await session.request(method, url, data=body, headers=headers, timeout=timeout)
@@ -76,6 +82,7 @@ async def _send(
     headers: dict[str, str],
     timeout: aiohttp.ClientTimeout,
     read_bufsize: int,
+    ready: Awaitable[None] | None,
 ) -> aiohttp.ClientResponse:
     if session.closed:
         raise RuntimeError("Session is closed")
@@ -88,6 +95,8 @@ async def _send(
     try:
         with timer:
             req = ClientRequest(method, url, headers=headers, data=body, loop=loop, session=session, timer=timer)
+            if ready is not None:
+                await ready
             try:
                 conn = await session.connector.connect(req, [], timeout)  # type: ignore[union-attr]
             except asyncio.TimeoutError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Awaitable, Mapping
 
 import aiohttp
 import orjson
@@ -94,16 +94,23 @@ class HttpPool:
         for s in sessions:
             await s.close()
 
-    def _request(self, provider: str, wire: WireRequest, timeout: aiohttp.ClientTimeout):  # noqa: ANN202
+    def _request(self, provider: str, wire: WireRequest, timeout: aiohttp.ClientTimeout,  # noqa: ANN202
+                 ready: Awaitable[None] | None):
         session = self.session(provider)
         if self.direct_send:
-            return direct.request(session, wire.method, wire.url, _body(wire), _headers(wire), timeout, _READ_BUFSIZE)
+            return direct.request(session, wire.method, wire.url, _body(wire), _headers(wire), timeout, _READ_BUFSIZE,
+                                  ready)
+        if ready is not None:
+            return _when_ready(ready, session, wire, timeout)
         return session.request(wire.method, wire.url, data=_body(wire), headers=_headers(wire), timeout=timeout)
 
-    async def send(self, provider: str, wire: WireRequest, timeouts: Timeouts) -> UpstreamResponse:
-        """Send and read the whole body (non-streaming calls and error bodies)."""
+    async def send(self, provider: str, wire: WireRequest, timeouts: Timeouts,
+                   ready: Awaitable[None] | None = None) -> UpstreamResponse:
+        """Send and read the whole body (non-streaming calls and error bodies). ``ready``: awaited
+        just before the request leaves (the call's admission, sent ahead: see
+        ``sluice.policies.ahead``); what it raises is raised as it is."""
         try:
-            resp = await self._request(provider, wire, timeouts.whole())
+            resp = await self._request(provider, wire, timeouts.whole(), ready)
             async with resp:  # releases the connection, as leaving session.request's block does
                 body = await resp.read()
             return UpstreamResponse(resp.status, resp.headers, body)
@@ -113,13 +120,14 @@ class HttpPool:
             raise _connection_error(provider, exc) from exc
 
     async def open_stream(
-        self, provider: str, wire: WireRequest, timeouts: Timeouts
+        self, provider: str, wire: WireRequest, timeouts: Timeouts, ready: Awaitable[None] | None = None
     ) -> tuple[aiohttp.ClientResponse, UpstreamResponse | None]:
-        """Start a streaming request. Returns the open response, or the full error response."""
+        """Start a streaming request. Returns the open response, or the full error response.
+        ``ready``: as for ``send``."""
         # sock_read bounds every wait for the next bytes: the idle gap between chunks.
         timeout = timeouts.streamed()
         try:
-            request = self._request(provider, wire, timeout)
+            request = self._request(provider, wire, timeout, ready)
             if timeouts.first_token:
                 resp = await asyncio.wait_for(request, timeouts.first_token)
             else:
@@ -135,6 +143,12 @@ class HttpPool:
                 resp.release()
             return resp, UpstreamResponse(resp.status, resp.headers, body)
         return resp, None
+
+
+async def _when_ready(ready: Awaitable[None], session: aiohttp.ClientSession, wire: WireRequest,
+                      timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+    await ready
+    return await session.request(wire.method, wire.url, data=_body(wire), headers=_headers(wire), timeout=timeout)
 
 
 def _body(wire: WireRequest) -> bytes | None:

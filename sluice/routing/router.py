@@ -14,7 +14,7 @@ import logging
 import math
 import random
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 import msgspec
 
@@ -125,6 +125,9 @@ class Route(msgspec.Struct):
     hedged: bool = False  # a second attempt was started because the first was slow
     hedge_loser: HedgeLoser | None = None
     tickets: list | None = None  # what a DeploymentGate reserved for each attempt, to settle at the end
+    # The call's admission when it was sent ahead (``sluice.policies.ahead.AdmissionAhead``):
+    # every attempt awaits it before its request leaves.
+    ready: Any = None
 
     def describe(self) -> str | None:
         """The routing decisions beyond "this alias, this deployment", for the ledger."""
@@ -307,6 +310,8 @@ class Router:
                                                                   or group.alias != route.alias):
                 # A lone deployment of the alias asked for is held exactly by the alias's capacity
                 # (reserved with the caller's limits, one limiter round trip): no second one here.
+                if route.ready is not None:
+                    await route.ready  # the call's own limits first: a refused call charges no deployment
                 wait = await self._enter(dep, req, route)
                 if wait is not None:
                     full = wait if full is None else min(full, wait)
@@ -316,6 +321,9 @@ class Router:
             try:
                 result = await call(dep, _for_family(req, dep.family))
             except GatewayError as err:
+                if route.ready is not None and route.ready.refused:
+                    self._withdrawn(dep, stats, route)
+                    raise
                 await self._failed(dep, stats, started, first_token, err)
                 if not err.retryable:
                     raise
@@ -343,6 +351,8 @@ class Router:
     async def _attempt(self, dep: Deployment, req, route: Route, call) -> T:
         """One call to one deployment, measured and reported to its circuit."""
         if self.gate is not None and (dep.rpm or dep.tpm):
+            if route.ready is not None:
+                await route.ready
             wait = await self._enter(dep, req, route)
             if wait is not None:
                 raise deployments_full_error(route.alias, wait)
@@ -351,6 +361,9 @@ class Router:
         try:
             result = await call(dep, _for_family(req, dep.family))
         except GatewayError as err:
+            if route.ready is not None and route.ready.refused:
+                self._withdrawn(dep, stats, route)
+                raise
             await self._failed(dep, stats, started, first_token, err)
             raise
         except BaseException as exc:
@@ -373,6 +386,14 @@ class Router:
         if self.breaker is not None:
             await self.breaker.record_failure(dep.name, err)
 
+    def _withdrawn(self, dep: Deployment, stats, route: Route) -> None:
+        """The attempt never left: the call's own limits refused it while it was being built."""
+        stats.withdraw()
+        route.attempts -= 1
+        route.deployment = route.provider = route.upstream_model = None
+        if self.breaker is not None:
+            self.breaker.release_soon(dep.name)  # a half-open probe it granted is not used
+
     def _interrupted(self, dep: Deployment, stats, started: float, first_token: bool, exc: BaseException) -> None:
         """Cancelled (the client left, or a hedge lost) or a bug."""
         stats.end(started, exc, first_token=first_token)
@@ -384,7 +405,7 @@ class Router:
         within the threshold; the first success wins and the other attempt is cancelled."""
         stream = bool(getattr(req, "stream", False))
         delay = policy.hedge if policy.hedge > 0 else (self.stats.p95(primary.name, stream) or 1.0)
-        routes = [Route(alias=route.alias), Route(alias=route.alias)]
+        routes = [Route(alias=route.alias, ready=route.ready), Route(alias=route.alias, ready=route.ready)]
         tasks = [asyncio.ensure_future(self._attempt(primary, req, routes[0], call))]
         winner: asyncio.Future | None = None
         try:
@@ -430,6 +451,8 @@ class Router:
 
     async def _fall_back(self, group: ModelGroup, req, route: Route, call, depth: int, err: GatewayError) -> T:
         policy = group.policy
+        if route.ready is not None and route.ready.refused:  # the call's own limits: no deployment can help
+            raise err
         if err.kind == "context_window_exceeded":
             targets: tuple[str, ...] = (policy.context_window_fallback,) if policy.context_window_fallback else ()
         elif err.kind == "content_policy":
@@ -453,6 +476,9 @@ class Router:
     def chat(self, req: ChatRequest, route: Route, relay: str | None = None) -> Awaitable[ChatResponse]:
         """``relay``: the client's dialect, for deployments that can pass their answer on as it is
         (see ``stream``)."""
+        ready = route.ready
+        if ready is not None:
+            return self._attempts(req, route, lambda dep, r: dep.client.chat(r, relay, ready))
         if relay is None:
             return self._attempts(req, route, _chat)
         return self._attempts(req, route, lambda dep, r: dep.client.chat(r, relay))
@@ -469,7 +495,7 @@ class Router:
         `timeouts.first_token` bounds the wait; running out is a retryable timeout.
         """
         async def start(dep: Deployment, r: ChatRequest) -> PrimedStream:
-            it = dep.client.stream(r, relay).__aiter__()
+            it = dep.client.stream(r, relay, route.ready).__aiter__()
             limit = dep.client.timeouts.first_token
             try:
                 if limit is None:  # no deadline: skip the timeout context, a per-stream cost

@@ -104,6 +104,11 @@ class DeploymentStats:
         self._rpm += 1
         return now
 
+    def withdraw(self) -> None:
+        """An attempt begun but never sent: as if it had not begun."""
+        self.in_flight -= 1
+        self._rpm = max(self._rpm - 1, 0)
+
     def end(self, started: float, error: BaseException | None = None, *, first_token: bool = False) -> float:
         """An attempt begun at ``started`` is over; ``error`` is what it raised, if anything.
 

@@ -69,7 +69,7 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def send(self, command: bytes, timeout: float | None) -> asyncio.Future:
+    def send(self, command: bytes, timeout: float | None, flush: bool = False) -> asyncio.Future:
         if self.closed:
             raise ConnectionError("Redis connection lost")
         waiter = self.loop.create_future()
@@ -80,7 +80,14 @@ class _Protocol(asyncio.Protocol):
                 if self._watchdog is not None:  # a shorter deadline than any before: wake for it
                     self._watchdog.cancel()
                 self._watchdog = self.loop.call_at(deadline, self._expire)
+        idle = len(self.waiters) == len(self.outgoing)  # nothing written is awaiting its reply
         self.waiters.append((waiter, deadline))
+        if flush and idle and self.transport is not None:
+            # Wanted now, on a connection with nothing on its way: no batch to wait for. What
+            # this turn queued before it goes first, in the same write.
+            self.outgoing.append(command)
+            self._flush()
+            return waiter
         if not self.outgoing:
             self.loop.call_soon(self._flush)
         self.outgoing.append(command)
@@ -182,11 +189,13 @@ class PipelinedRedis:
             return proto.send(command, timeout)  # the common case: no coroutine, just the reply's future
         return self._send_when_connected(command, timeout)
 
-    def send_now(self, command: bytes, timeout: float | None = None) -> asyncio.Future | None:
-        """``send`` when connected (the reply's future), else None: nothing was sent."""
+    def send_now(self, command: bytes, timeout: float | None = None, flush: bool = False) -> asyncio.Future | None:
+        """``send`` when connected (the reply's future), else None: nothing was sent. ``flush``: the
+        caller has other work before it awaits the reply; when no other command is on its way,
+        this one is written at once rather than with the others of this turn of the loop."""
         proto = self._proto
         if proto is not None and not proto.closed:
-            return proto.send(command, timeout)
+            return proto.send(command, timeout, flush)
         return None
 
     async def _send_when_connected(self, command: bytes, timeout: float | None) -> Any:
@@ -230,10 +239,11 @@ class Script:
         """The whole EVALSHA command for parts encoded as for ``call``."""
         return self.command_head(count) + encoded
 
-    def send_now(self, count: int, encoded: bytes, timeout: float | None = None) -> asyncio.Future | None:
+    def send_now(self, count: int, encoded: bytes, timeout: float | None = None,
+                 flush: bool = False) -> asyncio.Future | None:
         """EVALSHA sent in this turn of the loop (no task) when the client is connected: the reply's
         future, else None. A Redis that lacks the script answers NOSCRIPT: then ``call``."""
-        return self._client.send_now(self.command(count, encoded), timeout)
+        return self._client.send_now(self.command(count, encoded), timeout, flush)
 
     async def call(self, count: int, encoded: bytes, timeout: float | None = None) -> Any:
         head = b"*%d\r\n" % (count + 2)

@@ -33,6 +33,8 @@ def limits_config(mock_url: str, pg_url: str, spill: str, redis_url: str, prefix
         "priced": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini", "name": "priced",
                                     "pricing": {"input_per_mtok": 10_000, "output_per_mtok": 10_000}}]},
         "slow": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=400", "name": "slow"}]},
+        # An upstream model of its own: the emulator's log shows what reached it.
+        "ahead": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=1", "name": "ahead"}]},
         # The upstream account allows 3 requests a minute: that is the alias's capacity.
         "capped": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini", "name": "capped", "rpm": 3}]},
         # Two upstream accounts behind one alias, allowing 4 and 2 requests a minute, picked at
@@ -123,6 +125,36 @@ async def test_concurrency_holds_exactly_and_is_given_back(fleet, sdk):
     await asyncio.sleep(0.2)  # settles run after the answers
     again = await asyncio.gather(*(chat(next(spread), model="slow") for _ in range(3)))
     assert all(ok for ok, _ in again)
+
+
+async def test_a_call_refused_with_its_admission_sent_ahead_never_reaches_the_upstream(
+        fleet, sdk, upstream_log, pg_url):
+    """With limits in Redis, a call's reservation leaves before the call is routed and is awaited
+    just before the upstream request would leave. A refused call must still never be sent (streamed
+    or not), its ledger row names no deployment, and a call over its limits to a model that does
+    not exist gets the limits' 429, as when limits were awaited first."""
+    key = await admin(fleet[0].url, "POST", "/keys", json={"name": "ahead", "limits": {"rpm": 4}})
+    client = sdk.openai(f"{fleet[0].url}/v1", key["key"], timeout=30)
+    results = [await chat(client, model="ahead", stream=i % 2 == 1) for i in range(7)]
+    assert [ok for ok, _ in results] == [True] * 4 + [False] * 3
+    assert {code for ok, code in results if not ok} == {"rate_limit_exceeded"}
+    assert len(await upstream_log("gpt-4o-mini+latency=1")) == 4
+
+    other = await admin(fleet[0].url, "POST", "/keys", json={"name": "ahead-404", "limits": {"rpm": 1}})
+    client = sdk.openai(f"{fleet[0].url}/v1", other["key"], timeout=30)
+    with pytest.raises(openai.NotFoundError):  # within its limits: the model is unknown
+        await chat(client, model="no-such-model")
+    assert await chat(client, model="no-such-model", stream=True) == (False, "rate_limit_exceeded")  # over them
+
+    await asyncio.sleep(1.0)  # the ledgers flush
+    db = Database(pg_url)
+    try:
+        async with db.session() as s:
+            rows = (await s.execute(select(UsageRecord.status, UsageRecord.deployment, UsageRecord.attempts)
+                                    .where(UsageRecord.key_id == key["id"]))).all()
+    finally:
+        await db.close()
+    assert sorted(rows, key=lambda r: r[0]) == [(200, "ahead", 1)] * 4 + [(429, None, 0)] * 3
 
 
 async def _spent(pg_url: str, key_id: str) -> tuple[float, int]:

@@ -11,7 +11,8 @@ import pytest
 from sluice.config import LimitsConfig
 from sluice.policies.auth import Principal
 from sluice.policies.budgets import BudgetBook, BudgetRule
-from sluice.policies.limits import LATER, Admission, Demand, Limits, deployment_capacity, format_reset
+from sluice.policies.deployment_limits import deployment_capacity
+from sluice.policies.limits import LATER, Admission, Demand, Limits, format_reset
 from sluice.policies.ratelimit import Check, LocalLimiter, RedisLimiter
 from sluice.schema import GatewayError
 from sluice.store.redis import redis_client
@@ -251,7 +252,7 @@ class _Deployment:
 async def test_deployment_tokens_are_reserved_then_settled_to_what_was_used():
     from types import SimpleNamespace
 
-    from sluice.policies.limits import DeploymentLimits
+    from sluice.policies.deployment_limits import DeploymentLimits
 
     limits = Limits(LocalLimiter(), settings())
     gate = DeploymentLimits(limits, lambda req, model: (20, 30))  # 50 reserved per attempt
@@ -271,7 +272,7 @@ async def test_deployment_tokens_are_reserved_then_settled_to_what_was_used():
 async def test_deployment_requests_per_minute():
     from types import SimpleNamespace
 
-    from sluice.policies.limits import DeploymentLimits
+    from sluice.policies.deployment_limits import DeploymentLimits
 
     gate = DeploymentLimits(Limits(LocalLimiter(), settings()), lambda req, model: (0, 0))
     dep = _Deployment("acct-2", rpm=2)

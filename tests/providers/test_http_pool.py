@@ -7,6 +7,7 @@ connections, redirects, and connection reuse.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import aiohttp
@@ -185,6 +186,36 @@ async def test_connections_are_kept_alive_and_reused(peers, pool_of, direct_send
         resp = await pool.send("p", WireRequest(url=f"{base}/echo", headers={}, body={"n": i}), Timeouts())
         assert orjson.loads(resp.body) == {"got": {"n": i}}
     assert len(set(ports)) == 1
+
+
+@pytest.mark.parametrize("direct_send", PATHS)
+async def test_nothing_leaves_before_ready_and_a_refusal_sends_nothing(peers, pool_of, direct_send):
+    # ``ready`` is the call's admission, sent ahead: the request waits for it, and when it is
+    # refused the request is not sent, the refusal is raised as it is, and the connection serves on.
+    base, ports = peers
+    pool = pool_of(direct_send)
+    gate = asyncio.get_running_loop().create_future()
+    sending = asyncio.ensure_future(pool.send("p", WireRequest(url=f"{base}/echo", headers={}, body={"n": 1}),
+                                              Timeouts(), gate))
+    await asyncio.sleep(0.05)
+    assert not sending.done() and len(ports) == 0  # built, not sent
+    gate.set_result(None)
+    assert orjson.loads((await sending).body) == {"got": {"n": 1}}
+
+    async def refused() -> None:
+        raise GatewayError("rate_limited", "over the key's limits", status=429)
+
+    for stream in (False, True):
+        with pytest.raises(GatewayError) as caught:
+            wire = WireRequest(url=f"{base}/echo", headers={}, body={"n": 2})
+            if stream:
+                await pool.open_stream("p", wire, Timeouts(), refused())
+            else:
+                await pool.send("p", wire, Timeouts(), refused())
+        assert caught.value.status == 429
+    assert len(ports) == 1
+    resp = await pool.send("p", WireRequest(url=f"{base}/echo", headers={}, body={"n": 3}), Timeouts())
+    assert orjson.loads(resp.body) == {"got": {"n": 3}} and len(set(ports)) == 1
 
 
 @pytest.mark.parametrize("direct_send", PATHS)

@@ -98,6 +98,29 @@ async def test_settling_without_waiting_lands_in_order_and_after_redis_lost_the_
     assert (await a.reserve([Check("settle:tpm", 1000, 60.0, 0)], now=T0 + 3)).remaining == (850,)
 
 
+async def test_a_settlement_leaves_before_the_next_reservation_or_soon_after_on_its_own(redis_url, redis_prefix):
+    # On Sluice's own client a settlement waits a moment for a reservation to share a write with:
+    # the reservation must then see it applied, and a settlement with none to wait for lands anyway.
+    client = PipelinedRedis(redis_url)
+    lim = RedisLimiter(client, f"{redis_prefix}:{secrets.token_hex(3)}")
+    inspect = redis_client(redis_url, name="sluice-test-settle-order")
+    try:
+        def tpm(n):
+            return Check("order:tpm", 1000, 60.0, n)
+        held = await lim.reserve([tpm(900)])
+        held.settle_now([100])
+        assert (await lim.reserve([tpm(800)])).ok  # sent after the settlement, in the same turn
+        held = await lim.reserve([tpm(100)])  # 1,000 held now
+        held.settle_now([40])
+        await asyncio.sleep(0.05)  # no reservation follows: the settlement goes after its moment
+        total = await inspect.get(lim.keys_for("order:tpm")[1])
+        assert int(total) == 940
+    finally:
+        await lim.drain()
+        await client.aclose()
+        await inspect.aclose()
+
+
 async def test_a_reservation_sent_from_a_template_charges_its_own_amounts(redis_url, redis_prefix):
     """``send_reserve(checks, template)`` encodes the template's command once; a check whose
     amount differs from the template's (a call's token count) is charged its own amount, also

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import time
 
 import pytest
+import redis
 
 from sluice.store.resp import PipelinedRedis, RedisReplyError, encode_command
 
@@ -146,3 +148,33 @@ async def test_commands_given_in_one_turn_of_the_loop_leave_in_one_write(client)
     replies = await asyncio.gather(*(client.execute("ECHO", str(i), timeout=1.0) for i in range(10)))
     assert replies == [str(i).encode() for i in range(10)]
     assert spy.writes == [b"".join(encode_command("ECHO", str(i)) for i in range(10))]
+
+
+
+async def test_a_command_sent_with_flush_leaves_at_once_when_nothing_else_is_on_its_way(client, redis_url,
+                                                                                      redis_prefix):
+    # The admission sent ahead (flush) must reach Redis while this turn of the loop goes on with
+    # other work, with what this turn queued before it; one sent plainly, or while a written
+    # command still awaits its reply, leaves at the turn's end.
+    assert await client.execute("PING") == b"PONG"  # connected
+    watcher = redis.Redis.from_url(redis_url)  # a blocking client: it reads while this loop is busy
+    key = f"{redis_prefix}:flush:{secrets.token_hex(4)}"
+    try:
+        for flush, before, written_at_once in ((True, None, True), (False, None, False), (True, "queued", True),
+                                               (True, "in flight", False)):
+            watcher.delete(key)
+            earlier = None
+            if before == "in flight":  # written, and its reply 0.2 s away
+                earlier = client.send_now(encode_command("BLPOP", f"{key}:empty", "0.2"), 2.0)
+                await asyncio.sleep(0.02)
+            elif before == "queued":
+                earlier = client.send_now(encode_command("PING"), 1.0)
+            reply = client.send_now(encode_command("SET", key, 1, "EX", 60), 1.0, flush)
+            time.sleep(0.05)  # this turn of the loop does other work meanwhile
+            assert (watcher.get(key) == b"1") is written_at_once, (flush, before)
+            assert await reply == b"OK"
+            if earlier is not None:
+                await earlier
+    finally:
+        watcher.delete(key)
+        watcher.close()
