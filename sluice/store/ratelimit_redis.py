@@ -415,11 +415,12 @@ class RedisLimiter:
         self._queue(adjustment, None)
 
     def _queue(self, adjustment: Adjustment, future: asyncio.Future | None) -> None:
-        """Adjustments leave with the next reservation sent on Sluice's own client, or
-        ``SETTLE_DELAY`` after the first of them, whichever comes first: at low load a call's
-        settlement then shares a write, a script run and the reply's wake-up with the next call's
-        reservation (the settlement goes first), instead of a round trip of its own. Holding an
-        entry a little longer only errs on the safe side: a limit is never exceeded by it."""
+        """Adjustments leave ``SETTLE_DELAY`` after the first of them, or earlier with a
+        reservation written at once on an idle connection (``send_reserve(flush=True)``): at low
+        load a call's settlement then shares a write, a script run and the reply's wake-up with
+        the next call's reservation (the settlement goes first), instead of a round trip of its
+        own; under load they gather into larger batches. Holding an entry a little longer only
+        errs on the safe side: a limit is never exceeded by it."""
         self._pending.append((adjustment, future))
         if self._send_handle is None:
             delay = SETTLE_DELAY if self._pipelined else 0.0  # redis-py sends each call on its own
@@ -571,7 +572,7 @@ class RedisLimiter:
             raise ValueError("amounts apart from the checks need a template")
         if not self._pipelined:
             return None
-        if self._pending:
+        if self._pending and flush and self._client.idle:
             self._send_pending()  # the settlements waiting go first, in the same write
         rid = b"%s%010x" % (self._rid_prefix_bytes, next(self._rids))
         if template is None:

@@ -80,9 +80,8 @@ class _Protocol(asyncio.Protocol):
                 if self._watchdog is not None:  # a shorter deadline than any before: wake for it
                     self._watchdog.cancel()
                 self._watchdog = self.loop.call_at(deadline, self._expire)
-        idle = len(self.waiters) == len(self.outgoing)  # nothing written is awaiting its reply
         self.waiters.append((waiter, deadline))
-        if flush and idle and self.transport is not None:
+        if flush and len(self.waiters) == len(self.outgoing) + 1 and self.transport is not None:
             # Wanted now, on a connection with nothing on its way: no batch to wait for. What
             # this turn queued before it goes first, in the same write.
             self.outgoing.append(command)
@@ -188,6 +187,12 @@ class PipelinedRedis:
         if proto is not None and not proto.closed:
             return proto.send(command, timeout)  # the common case: no coroutine, just the reply's future
         return self._send_when_connected(command, timeout)
+
+    @property
+    def idle(self) -> bool:
+        """Connected, and no command written is awaiting its reply (a ``flush`` would write at once)."""
+        proto = self._proto
+        return proto is not None and not proto.closed and len(proto.waiters) == len(proto.outgoing)
 
     def send_now(self, command: bytes, timeout: float | None = None, flush: bool = False) -> asyncio.Future | None:
         """``send`` when connected (the reply's future), else None: nothing was sent. ``flush``: the
