@@ -142,15 +142,15 @@ for i = 1, n do
       local ttl = redis.call('PTTL', tot)
       if ttl > 0 then wait = ttl / 1000 end
     elseif amount <= limit then  -- walk the oldest entries until enough would have expired
-      local need, freed, first = total + amount - limit, 0, 0
+      local need, freed, offset = total + amount - limit, 0, 0
       while wait == math.huge do  -- a page at a time: a long log is not read whole on each refusal
-        local page = redis.call('ZRANGE', log, first, first + 63, 'WITHSCORES')
+        local page = redis.call('ZRANGE', log, offset, offset + 63, 'WITHSCORES')
         for j = 1, #page, 2 do
           freed = freed + amount_of(page[j])
           if freed >= need then wait = math.max(tonumber(page[j + 1]) - now, 0) break end
         end
         if #page < 128 then break end
-        first = first + 64
+        offset = offset + 64
       end
     end
     if failed < 0 or wait > retry then failed, retry = i - 1, wait end
