@@ -164,12 +164,12 @@ async def test_a_command_sent_with_flush_leaves_at_once_when_nothing_else_is_on_
                                                (True, "in flight", False)):
             watcher.delete(key)
             earlier = None
-            if before == "in flight":  # written, and its reply 0.2 s away
-                earlier = client.send_now(encode_command("BLPOP", f"{key}:empty", "0.2"), 2.0)
+            if before == "in flight":  # written, and its reply a second away
+                earlier = client.send_now(encode_command("BLPOP", f"{key}:empty", "1"), 3.0)
                 await asyncio.sleep(0.02)
             elif before == "queued":
                 earlier = client.send_now(encode_command("PING"), 1.0)
-            reply = client.send_now(encode_command("SET", key, 1, "EX", 60), 1.0, flush)
+            reply = client.send_now(encode_command("SET", key, 1, "EX", 60), 3.0, flush)
             time.sleep(0.05)  # this turn of the loop does other work meanwhile
             assert (watcher.get(key) == b"1") is written_at_once, (flush, before)
             assert await reply == b"OK"
