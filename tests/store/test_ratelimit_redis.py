@@ -112,7 +112,7 @@ async def test_a_settlement_leaves_before_the_next_reservation_or_soon_after_on_
         assert (await lim.reserve([tpm(800)])).ok  # sent after the settlement, in the same turn
         held = await lim.reserve([tpm(100)])  # 1,000 held now
         held.settle_now([40])
-        await asyncio.sleep(0.05)  # no reservation follows: the settlement goes after its moment
+        await asyncio.sleep(0.3)  # no reservation follows: the settlement goes after its moment
         total = await inspect.get(lim.keys_for("order:tpm")[1])
         assert int(total) == 940
     finally:
