@@ -34,7 +34,9 @@ def limits_config(mock_url: str, pg_url: str, spill: str, redis_url: str, prefix
                                     "pricing": {"input_per_mtok": 10_000, "output_per_mtok": 10_000}}]},
         "slow": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=400", "name": "slow"}]},
         # An upstream model of its own: the emulator's log shows what reached it.
-        "ahead": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=1", "name": "ahead"}]},
+        # A fallback that a call its own limits refused must not try.
+        "ahead": {"fallbacks": ["gpt-mock"],
+                  "deployments": [{"provider": "oai", "model": "gpt-4o-mini+latency=1", "name": "ahead"}]},
         # The upstream account allows 3 requests a minute: that is the alias's capacity.
         "capped": {"deployments": [{"provider": "oai", "model": "gpt-4o-mini", "name": "capped", "rpm": 3}]},
         # Two upstream accounts behind one alias, allowing 4 and 2 requests a minute, picked at
@@ -150,11 +152,11 @@ async def test_a_call_refused_with_its_admission_sent_ahead_never_reaches_the_up
     db = Database(pg_url)
     try:
         async with db.session() as s:
-            rows = (await s.execute(select(UsageRecord.status, UsageRecord.deployment, UsageRecord.attempts)
-                                    .where(UsageRecord.key_id == key["id"]))).all()
+            rows = (await s.execute(select(UsageRecord.status, UsageRecord.deployment, UsageRecord.attempts,
+                                           UsageRecord.fallback).where(UsageRecord.key_id == key["id"]))).all()
     finally:
         await db.close()
-    assert sorted(rows, key=lambda r: r[0]) == [(200, "ahead", 1)] * 4 + [(429, None, 0)] * 3
+    assert sorted(rows, key=lambda r: r[0]) == [(200, "ahead", 1, False)] * 4 + [(429, None, 0, False)] * 3
 
 
 async def _spent(pg_url: str, key_id: str) -> tuple[float, int]:
