@@ -69,6 +69,11 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    @property
+    def idle(self) -> bool:
+        """No command written is awaiting its reply (the waiters are all of commands not yet written)."""
+        return len(self.waiters) == len(self.outgoing)
+
     def send(self, command: bytes, timeout: float | None, flush: bool = False) -> asyncio.Future:
         if self.closed:
             raise ConnectionError("Redis connection lost")
@@ -80,13 +85,14 @@ class _Protocol(asyncio.Protocol):
                 if self._watchdog is not None:  # a shorter deadline than any before: wake for it
                     self._watchdog.cancel()
                 self._watchdog = self.loop.call_at(deadline, self._expire)
-        self.waiters.append((waiter, deadline))
-        if flush and len(self.waiters) == len(self.outgoing) + 1 and self.transport is not None:
+        if flush and self.transport is not None and self.idle:
             # Wanted now, on a connection with nothing on its way: no batch to wait for. What
             # this turn queued before it goes first, in the same write.
+            self.waiters.append((waiter, deadline))
             self.outgoing.append(command)
             self._flush()
             return waiter
+        self.waiters.append((waiter, deadline))
         if not self.outgoing:
             self.loop.call_soon(self._flush)
         self.outgoing.append(command)
@@ -192,7 +198,7 @@ class PipelinedRedis:
     def idle(self) -> bool:
         """Connected, and no command written is awaiting its reply (a ``flush`` would write at once)."""
         proto = self._proto
-        return proto is not None and not proto.closed and len(proto.waiters) == len(proto.outgoing)
+        return proto is not None and not proto.closed and proto.idle
 
     def send_now(self, command: bytes, timeout: float | None = None, flush: bool = False) -> asyncio.Future | None:
         """``send`` when connected (the reply's future), else None: nothing was sent. ``flush``: the
