@@ -428,12 +428,10 @@ class Gateway:
                 self._save(call, plan, resp, probe)  # as the upstream saw it: placeholders, not values
             return await self._guard_output(call, guard, resp)
         except GatewayError as err:
-            if call.route.ready is not None:
-                first = await self._ahead_first(call, err)
-                if first is not err:
-                    call.fail(first)
-                    raise first from None
-            call.fail(err)
+            first = await self._ahead_first(call, err) if call.route.ready is not None else err
+            call.fail(first)
+            if first is not err:
+                raise first from None
             raise
         except asyncio.CancelledError:
             call.abandon()
@@ -547,17 +545,15 @@ class Gateway:
                 relay = call.dialect if not watched and (plan is None or not plan.store) else None
                 primed = await self.router.stream(routed, call.route, relay)
         except (GatewayError, asyncio.CancelledError) as err:
-            if isinstance(err, GatewayError) and call.route.ready is not None:
-                first = await self._ahead_first(call, err)
-                if first is not err:
-                    call.fail(first)
-                    self._record(call, req.model, "chat", req.user, stream=True)
-                    raise first from None
+            first = err
             if isinstance(err, GatewayError):
-                call.fail(err)
+                first = await self._ahead_first(call, err) if call.route.ready is not None else err
+                call.fail(first)
             else:
                 call.abandon()
             self._record(call, req.model, "chat", req.user, stream=True)
+            if first is not err:
+                raise first from None
             raise
         call.first_token_at = time.perf_counter()
         source: AsyncIterator[list[ChatChunk]] = primed
